@@ -1,0 +1,111 @@
+//! The `sse-counter` binary: parses the CLI, sets up tracing, binds and serves.
+
+use anyhow::Context as _;
+use clap::Parser;
+use server::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Streams a counter over Server-Sent Events and serves the page that shows it.
+#[derive(Debug, Parser)]
+#[command(name = "sse-counter", version)]
+struct Cli {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SSE_COUNTER_ADDR", default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Directory of the trunk-built page.
+    #[arg(long, env = "SSE_COUNTER_STATIC_DIR", default_value = "web/dist")]
+    static_dir: PathBuf,
+    /// Reconnection delay sent to clients in the `retry:` field, in milliseconds.
+    #[arg(long, env = "SSE_COUNTER_RETRY_MS", default_value_t = 3000)]
+    retry_ms: u64,
+    /// Seconds of idleness before a `: keep-alive` comment is sent.
+    #[arg(long, env = "SSE_COUNTER_KEEP_ALIVE_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    keep_alive_secs: u64,
+    /// Streams open at once before new ones get 503.
+    #[arg(long, env = "SSE_COUNTER_MAX_STREAMS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_streams: u64,
+    /// Origin allowed to use the API cross-origin (repeatable; `*` for any). Default: none.
+    #[arg(
+        long = "cors-origin",
+        env = "SSE_COUNTER_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Honour `drop_after` (abort a connection after N ticks) for demos and tests.
+    #[arg(long, env = "SSE_COUNTER_ALLOW_FAULT_INJECTION")]
+    allow_fault_injection: bool,
+    /// Seconds to wait for connections to close on shutdown.
+    #[arg(long, env = "SSE_COUNTER_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
+    shutdown_grace_secs: u64,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let cors_origins = self
+            .cors_origins
+            .into_iter()
+            .map(|o| {
+                let o = o.trim().trim_end_matches('/').to_owned();
+                let ok = o == "*"
+                    || (o.starts_with("http://") || o.starts_with("https://"))
+                        && !o["https://".len()..].contains('/');
+                anyhow::ensure!(
+                    ok,
+                    "--cors-origin {o:?} is not an origin like https://example.com"
+                );
+                Ok(o)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Config {
+            static_dir: self.static_dir,
+            retry_ms: self.retry_ms,
+            keep_alive: Duration::from_secs(self.keep_alive_secs),
+            max_streams: usize::try_from(self.max_streams).unwrap_or(usize::MAX),
+            cors_origins,
+            allow_fault_injection: self.allow_fault_injection,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..Config::default()
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SSE_COUNTER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let addr = cli.addr;
+    let config = cli.into_config()?;
+    if !config.static_dir.join("index.html").is_file() {
+        tracing::warn!(
+            dir = %config.static_dir.display(),
+            "the page is not built there: `/` will say so (run `cargo xtask demo` to build it)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    // The one line on stdout: scripts and tests read the real port from it.
+    println!("listening on http://{local}");
+    let shutdown = async {
+        server::shutdown_signal().await;
+        tracing::info!("signal received: shutting down (send another to exit at once)");
+        tokio::spawn(async {
+            server::shutdown_signal().await;
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        });
+    };
+    server::run(listener, config, shutdown).await?;
+    Ok(())
+}

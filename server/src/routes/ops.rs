@@ -1,0 +1,55 @@
+//! Operations routes: Prometheus metrics and the health check.
+
+use super::{only, with_state};
+use crate::state::AppState;
+use http::{header, HeaderValue, Method, StatusCode};
+use std::sync::Arc;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// GET /metrics: Prometheus text exposition.
+pub fn metrics(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path("metrics")
+        .and(warp::path::end())
+        .and(only("GET", &[Method::GET]))
+        .and(with_state(state))
+        .map(|state: Arc<AppState>| {
+            let mut res = state.metrics.render().into_response();
+            let headers = res.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        })
+}
+
+/// GET /healthz: 200 `{"status":"ok",...}` while serving, 503 once shutdown began.
+pub fn healthz(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path("healthz")
+        .and(warp::path::end())
+        .and(only("GET", &[Method::GET]))
+        .and(with_state(state))
+        .map(|state: Arc<AppState>| {
+            let (status, word) = if state.is_shutting_down() {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            } else {
+                (StatusCode::OK, "ok")
+            };
+            let body = serde_json::json!({
+                "status": word,
+                "active_streams": state.active_streams(),
+                "max_streams": state.config.max_streams,
+            });
+            let mut res =
+                warp::reply::with_status(warp::reply::json(&body), status).into_response();
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        })
+}

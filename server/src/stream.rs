@@ -1,0 +1,338 @@
+//! How a counter becomes SSE frames: the `retry` field first, one tick per interval,
+//! keep-alive comments while idle, the `end` event, resume after `Last-Event-ID`, the end
+//! on shutdown, and the fault-injection abort.
+//!
+//! The stream is pulled by hyper: a frame is made only when the connection can take
+//! one. A client that falls behind therefore never makes the server buffer ticks; each
+//! `num` is sent exactly once, in order, and a late tick pushes the schedule back by the
+//! delay instead of bursting to catch up.
+
+use crate::state::{DisconnectReason, StreamPermit};
+use bytes::Bytes;
+use futures_util::Stream;
+use shared::{events, End, EndReason, Tick};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::{Instant, Sleep};
+
+/// SSE frame encoding, exact to the HTML standard's `text/event-stream` format.
+pub mod frame {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use std::fmt::Write as _;
+
+    /// A field value that cannot be written on one line.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum FrameError {
+        #[error("the {0} field may not contain CR, LF or NUL")]
+        LineBreak(&'static str),
+    }
+
+    /// The `retry:` field alone: the client's reconnection delay, in milliseconds.
+    pub fn retry(ms: u64) -> Bytes {
+        Bytes::from(format!("retry: {ms}\n\n"))
+    }
+
+    /// A comment line, ignored by clients; used as keep-alive.
+    pub fn comment(text: &str) -> Result<Bytes, FrameError> {
+        if text.contains(['\r', '\n']) {
+            return Err(FrameError::LineBreak("comment"));
+        }
+        Ok(Bytes::from(format!(": {text}\n\n")))
+    }
+
+    /// One event. `data` may hold any text: it is split on every line ending the standard
+    /// knows (CRLF, LF, CR) into `data:` lines, which a conforming parser joins back with
+    /// LF. A CR inside `data` is therefore read back as LF: the standard has no way to
+    /// carry a bare CR, so callers that need one must escape it (JSON does).
+    pub fn event(event: Option<&str>, id: Option<&str>, data: &str) -> Result<Bytes, FrameError> {
+        if let Some(event) = event {
+            if event.contains(['\r', '\n']) {
+                return Err(FrameError::LineBreak("event"));
+            }
+        }
+        if let Some(id) = id {
+            // A NUL in `id` makes the standard's parser ignore the whole field.
+            if id.contains(['\r', '\n', '\0']) {
+                return Err(FrameError::LineBreak("id"));
+            }
+        }
+        let mut out = BytesMut::with_capacity(data.len() + 32);
+        if let Some(event) = event {
+            field(&mut out, "event", event);
+        }
+        if let Some(id) = id {
+            field(&mut out, "id", id);
+        }
+        let mut rest = data;
+        loop {
+            match rest.find(['\r', '\n']) {
+                Some(at) => {
+                    field(&mut out, "data", &rest[..at]);
+                    let skip = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+                    rest = &rest[at + skip..];
+                }
+                None => {
+                    field(&mut out, "data", rest);
+                    break;
+                }
+            }
+        }
+        out.put_u8(b'\n');
+        Ok(out.freeze())
+    }
+
+    fn field(out: &mut BytesMut, name: &str, value: &str) {
+        out.put_slice(name.as_bytes());
+        // A value that starts with a space would lose it to the parser without this one.
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_u8(b'\n');
+    }
+
+    /// A tick: `id: n` and a JSON `data` line. JSON escapes every control character, so
+    /// it needs no splitting.
+    pub fn tick(tick: &shared::Tick) -> Bytes {
+        let mut s = String::with_capacity(64);
+        let _ = write!(s, "id: {}\ndata: ", tick.num);
+        s.push_str(&serde_json::to_string(tick).expect("a Tick always serializes"));
+        s.push_str("\n\n");
+        Bytes::from(s)
+    }
+
+    /// The `end` event.
+    pub fn end(end: &shared::End) -> Bytes {
+        let json = serde_json::to_string(end).expect("an End always serializes");
+        Bytes::from(format!("event: {}\ndata: {json}\n\n", shared::events::END))
+    }
+}
+
+/// Where a stream starts and how it runs, checked before the response is made.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPlan {
+    /// The first `num` to send.
+    pub first: u64,
+    pub count: u64,
+    pub interval: Duration,
+    pub drop_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The `retry` field has not been sent yet.
+    Start,
+    Ticking,
+    Ending(EndReason),
+    Done,
+}
+
+/// The body of one `GET /api/counter` response.
+pub struct CounterStream {
+    phase: Phase,
+    next_num: u64,
+    plan: StreamPlan,
+    retry_frame: Bytes,
+    keep_alive: Duration,
+    next_tick: Instant,
+    last_write: Instant,
+    /// One timer per stream, set to whichever comes first: the next tick or the next
+    /// keep-alive.
+    timer: Pin<Box<Sleep>>,
+    /// Ticks sent on this connection, for `drop_after`.
+    sent_here: u64,
+    shutdown: Pin<Box<OwnedNotified>>,
+    permit: StreamPermit,
+}
+
+impl CounterStream {
+    pub fn new(permit: StreamPermit, plan: StreamPlan) -> Self {
+        let state = Arc::clone(permit.state());
+        let now = Instant::now();
+        let next_tick = now + plan.interval;
+        let keep_alive = state.config.keep_alive;
+        let mut stream = CounterStream {
+            phase: Phase::Start,
+            next_num: plan.first,
+            plan,
+            retry_frame: state.retry_frame.clone(),
+            keep_alive,
+            next_tick,
+            last_write: now,
+            timer: Box::pin(tokio::time::sleep_until(next_tick)),
+            sent_here: 0,
+            shutdown: Box::pin(state.shutdown.clone().notified_owned()),
+            permit,
+        };
+        stream.arm_timer();
+        stream
+    }
+
+    fn arm_timer(&mut self) {
+        let keep_alive_at = self
+            .last_write
+            .checked_add(self.keep_alive)
+            .unwrap_or(self.next_tick);
+        let at = self.next_tick.min(keep_alive_at);
+        self.timer.as_mut().reset(at);
+    }
+
+    fn last_sent(&self) -> u64 {
+        self.next_num.saturating_sub(1)
+    }
+}
+
+impl Stream for CounterStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.phase {
+            Phase::Start => {
+                this.phase = Phase::Ticking;
+                Poll::Ready(Some(Ok(this.retry_frame.clone())))
+            }
+            Phase::Ticking => {
+                // The flag covers a stream that began waiting after the wake-up was sent.
+                if this.shutdown.as_mut().poll(cx).is_ready()
+                    || this.permit.state().is_shutting_down()
+                {
+                    return Poll::Ready(Some(Ok(this.finish(EndReason::Shutdown))));
+                }
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let now = Instant::now();
+                if now < this.next_tick {
+                    this.last_write = now;
+                    this.arm_timer();
+                    return Poll::Ready(Some(Ok(this.permit.state().keep_alive_frame.clone())));
+                }
+                if this.plan.drop_after == Some(this.sent_here) {
+                    // The abort comes when the next tick is due, not right after the last
+                    // one, so that tick has been flushed: hyper flushes while the body is
+                    // pending, but drops unflushed bytes when the body fails.
+                    this.phase = Phase::Done;
+                    this.permit.set_reason(DisconnectReason::Fault);
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "fault injection: drop_after reached",
+                    ))));
+                }
+                let num = this.next_num;
+                this.next_num += 1;
+                this.sent_here += 1;
+                this.last_write = now;
+                // No drift while on time; when late (the client was not reading), the
+                // next tick is one interval after this one, never a burst.
+                let ideal = this.next_tick + this.plan.interval;
+                this.next_tick = if ideal > now {
+                    ideal
+                } else {
+                    now + this.plan.interval
+                };
+                if num >= this.plan.count {
+                    this.phase = Phase::Ending(EndReason::Complete);
+                } else {
+                    this.arm_timer();
+                }
+                this.permit.state().metrics.events_sent.increment(1);
+                let frame = frame::tick(&Tick {
+                    num,
+                    sent_at_us: unix_micros(),
+                });
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Phase::Ending(reason) => Poll::Ready(Some(Ok(this.finish(reason)))),
+            Phase::Done => Poll::Ready(None),
+        }
+    }
+}
+
+impl CounterStream {
+    /// The `end` frame; the stream ends after it.
+    fn finish(&mut self, reason: EndReason) -> Bytes {
+        self.phase = Phase::Done;
+        self.permit.set_reason(match reason {
+            EndReason::Complete => DisconnectReason::Complete,
+            EndReason::Shutdown => DisconnectReason::Shutdown,
+        });
+        self.permit.set_last(self.last_sent());
+        self.permit.state().metrics.events_sent.increment(1);
+        frame::end(&End {
+            reason,
+            last: self.last_sent(),
+        })
+    }
+}
+
+impl Drop for CounterStream {
+    fn drop(&mut self) {
+        self.permit.set_last(self.last_sent());
+        self.permit.set_sent(self.sent_here);
+    }
+}
+
+/// The server's wall clock in microseconds since the UNIX epoch.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The keep-alive comment frame.
+pub fn keep_alive_frame() -> Bytes {
+    frame::comment(events::KEEP_ALIVE_COMMENT).expect("the keep-alive comment is one line")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame;
+
+    #[test]
+    fn frames_are_exact() {
+        assert_eq!(&frame::retry(3000)[..], b"retry: 3000\n\n");
+        assert_eq!(
+            &frame::comment("keep-alive").unwrap()[..],
+            b": keep-alive\n\n"
+        );
+        let tick = shared::Tick {
+            num: 3,
+            sent_at_us: 42,
+        };
+        assert_eq!(
+            &frame::tick(&tick)[..],
+            b"id: 3\ndata: {\"num\":3,\"sent_at_us\":42}\n\n"
+        );
+        let end = shared::End {
+            reason: shared::EndReason::Complete,
+            last: 10,
+        };
+        assert_eq!(
+            &frame::end(&end)[..],
+            b"event: end\ndata: {\"reason\":\"complete\",\"last\":10}\n\n"
+        );
+    }
+
+    #[test]
+    fn data_is_split_on_every_line_ending() {
+        let f = frame::event(Some("x"), Some("7"), "a\r\nb\rc\nd").unwrap();
+        assert_eq!(
+            &f[..],
+            b"event: x\nid: 7\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+        let f = frame::event(None, None, "").unwrap();
+        assert_eq!(&f[..], b"data: \n\n");
+    }
+
+    #[test]
+    fn fields_that_cannot_hold_a_line_break_are_refused() {
+        assert!(frame::event(Some("a\rb"), None, "").is_err());
+        assert!(frame::event(None, Some("1\n"), "").is_err());
+        assert!(frame::event(None, Some("1\0"), "").is_err());
+        assert!(frame::comment("a\rb").is_err());
+    }
+}

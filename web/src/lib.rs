@@ -1,0 +1,1 @@
+//! The sse-counter page (built in its own issue).
