@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask`: the project's chores in Rust. `demo` brings the page up, `test` runs
+//! every check CI runs; both install what is missing first.
+
+mod demo;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "sse-counter chores")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing, build the page, start the server and print its URL.
+    Demo(demo::Args),
+    /// Install what is missing, then run fmt, clippy, the page build and every test
+    /// (real-browser tests included).
+    Test(test::Args),
+    /// Install the tools the project needs, and nothing else.
+    Setup {
+        /// Also install Chromium and ChromeDriver for the browser tests.
+        #[arg(long)]
+        browser: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Demo(args) => demo::run_demo(args),
+        Task::Test(args) => test::run_tests(args),
+        Task::Setup { browser } => {
+            setup::page_tools()?;
+            if browser {
+                setup::browser()?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Installs what the project needs and is missing, saying what and why; skips what is
+//! already there, so a second run installs nothing.
+
+use crate::util::{cargo, has, output, project_root, run, step};
+use anyhow::{bail, Context as _};
+use std::process::Command;
+
+/// trunk 0.22 needs a newer rustc than this project's toolchain; 0.21.14 builds with it.
+pub const TRUNK_VERSION: &str = "0.21.14";
+
+/// Everything `trunk build --release` needs.
+pub fn page_tools() -> anyhow::Result<()> {
+    wasm_target()?;
+    trunk()?;
+    wasm_bindgen()?;
+    apt(&[("wasm-opt", "binaryen")], "trunk runs wasm-opt in release builds")?;
+    Ok(())
+}
+
+/// Chromium and ChromeDriver for the real-browser tests and screenshots.
+pub fn browser() -> anyhow::Result<()> {
+    apt(
+        &[("chromium", "chromium"), ("chromedriver", "chromium-driver")],
+        "the browser tests drive a real headless Chromium",
+    )
+}
+
+fn wasm_target() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("rustup is needed to add the wasm32-unknown-unknown target")?;
+    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+        return Ok(());
+    }
+    step("adding the wasm32-unknown-unknown target (the page is Rust compiled to WebAssembly)");
+    run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+}
+
+fn trunk() -> anyhow::Result<()> {
+    let version = output(Command::new("trunk").arg("--version")).unwrap_or_default();
+    if version.split_whitespace().any(|w| w == TRUNK_VERSION) {
+        return Ok(());
+    }
+    step(format!(
+        "installing trunk {TRUNK_VERSION} (builds the page; compiling it takes ~9 minutes once)"
+    ));
+    run(cargo().args(["install", "trunk", "--version", TRUNK_VERSION, "--locked"]))
+}
+
+/// trunk uses the `wasm-bindgen` on PATH only if its version equals the crate's in
+/// Cargo.lock; otherwise it tries to download one, which fails here.
+fn wasm_bindgen() -> anyhow::Result<()> {
+    let want = locked_version("wasm-bindgen")?;
+    let have = output(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
+    if have.split_whitespace().any(|w| w == want) {
+        return Ok(());
+    }
+    step(format!(
+        "installing wasm-bindgen-cli {want} (must equal the wasm-bindgen crate in Cargo.lock; ~5 minutes once)"
+    ));
+    // Not `--locked`: one of the CLI's locked dependencies is not served by the registry
+    // here, and the unlocked build works.
+    run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))
+}
+
+/// The version of `package` recorded in Cargo.lock.
+pub fn locked_version(package: &str) -> anyhow::Result<String> {
+    let lock = std::fs::read_to_string(project_root().join("Cargo.lock"))
+        .context("cannot read Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == format!("name = \"{package}\"") {
+            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("{package} is not in Cargo.lock")
+}
+
+/// Installs Debian packages whose programs are missing.
+fn apt(programs: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
+    let missing: Vec<&str> = programs
+        .iter()
+        .filter(|(program, _)| !has(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    step(format!("installing Debian packages {list} ({why})"));
+    let root = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
+    if !root {
+        bail!("{list} missing and this is not root: run `sudo apt-get install -y {list}`, then again");
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Builds the page into web/dist in release mode (what the server serves).
+pub fn build_page() -> anyhow::Result<()> {
+    step("building the page (trunk build --release)");
+    run(Command::new("trunk").args(["build", "--release"]))
+}
