@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use server::Config;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +82,8 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("SSE_COUNTER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files and test captures.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let addr = cli.addr;
