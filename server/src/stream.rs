@@ -291,6 +291,79 @@ pub fn keep_alive_frame() -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::frame;
+    use eventsource_stream::Eventsource as _;
+    use futures_util::StreamExt as _;
+    use proptest::prelude::*;
+
+    /// Parses bytes with a conforming SSE parser (eventsource-stream), as a browser would.
+    fn parse(bytes: bytes::Bytes) -> Vec<eventsource_stream::Event> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)])
+                .eventsource()
+                .map(|e| e.expect("the parser accepts every frame"))
+                .collect()
+                .await
+        })
+    }
+
+    proptest! {
+        /// Any payload, CR and LF included, reads back exactly (the standard turns every
+        /// line ending into LF, so that is what "exactly" means for data).
+        #[test]
+        fn any_event_reads_back_exactly(
+            name in "[^\r\n]{0,12}",
+            id in "[^\r\n\x00]{0,12}",
+            data in any::<String>(),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let bytes = frame::event(Some(&name), Some(&id), &data).unwrap();
+            // Cut the frame in two chunks anywhere (on a char boundary the parser sees
+            // bytes anyway), as TCP may.
+            let at = split.index(bytes.len() + 1);
+            let (a, b) = (bytes.slice(..at), bytes.slice(at..));
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let events: Vec<_> = rt.block_on(async {
+                futures_util::stream::iter([Ok::<_, std::io::Error>(a), Ok(b)])
+                    .eventsource()
+                    .collect::<Vec<_>>()
+                    .await
+            });
+            prop_assert_eq!(events.len(), 1, "one frame, one event: {:?}", events);
+            let event = events.into_iter().next().unwrap().unwrap();
+            let want_data = data.replace("\r\n", "\n").replace('\r', "\n");
+            prop_assert_eq!(event.data, want_data);
+            prop_assert_eq!(event.id, id);
+            let want_name = if name.is_empty() { "message".to_owned() } else { name };
+            prop_assert_eq!(event.event, want_name);
+        }
+    }
+
+    #[test]
+    fn ticks_and_end_parse_as_the_page_expects() {
+        let mut all = bytes::BytesMut::new();
+        all.extend_from_slice(&frame::retry(200));
+        all.extend_from_slice(&frame::comment("keep-alive").unwrap());
+        all.extend_from_slice(&frame::tick(&shared::Tick {
+            num: 1,
+            sent_at_us: 5,
+        }));
+        all.extend_from_slice(&frame::end(&shared::End {
+            reason: shared::EndReason::Complete,
+            last: 1,
+        }));
+        let events = parse(all.freeze());
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event, "message");
+        assert_eq!(events[0].id, "1");
+        let tick: shared::Tick = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(tick.num, 1);
+        assert_eq!(events[1].event, shared::events::END);
+        let end: shared::End = serde_json::from_str(&events[1].data).unwrap();
+        assert_eq!(end.last, 1);
+    }
 
     #[test]
     fn frames_are_exact() {
