@@ -30,7 +30,10 @@ pub fn run_demo(args: Args) -> anyhow::Result<()> {
     let stdout = child.stdout.take().context("no stdout from the server")?;
     let mut lines = BufReader::new(stdout).lines();
     if let Some(line) = lines.next().transpose()? {
-        let url = line.strip_prefix("listening on ").unwrap_or(&line).to_owned();
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or(&line)
+            .to_owned();
         println!();
         println!("  sse-counter is up: open {url}/ in a browser");
         println!("  the raw stream:    curl -N '{url}/api/counter?count=5&interval_ms=500'");
@@ -41,4 +44,3 @@ pub fn run_demo(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "the server exited with {status}");
     Ok(())
 }
-

@@ -13,14 +13,20 @@ pub fn page_tools() -> anyhow::Result<()> {
     wasm_target()?;
     trunk()?;
     wasm_bindgen()?;
-    apt(&[("wasm-opt", "binaryen")], "trunk runs wasm-opt in release builds")?;
+    apt(
+        &[("wasm-opt", "binaryen")],
+        "trunk runs wasm-opt in release builds",
+    )?;
     Ok(())
 }
 
 /// Chromium and ChromeDriver for the real-browser tests and screenshots.
 pub fn browser() -> anyhow::Result<()> {
     apt(
-        &[("chromium", "chromium"), ("chromedriver", "chromium-driver")],
+        &[
+            ("chromium", "chromium"),
+            ("chromedriver", "chromium-driver"),
+        ],
         "the browser tests drive a real headless Chromium",
     )
 }
@@ -28,7 +34,10 @@ pub fn browser() -> anyhow::Result<()> {
 fn wasm_target() -> anyhow::Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("rustup is needed to add the wasm32-unknown-unknown target")?;
-    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+    if installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
         return Ok(());
     }
     step("adding the wasm32-unknown-unknown target (the page is Rust compiled to WebAssembly)");
@@ -91,7 +100,9 @@ fn apt(programs: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
     step(format!("installing Debian packages {list} ({why})"));
     let root = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
     if !root {
-        bail!("{list} missing and this is not root: run `sudo apt-get install -y {list}`, then again");
+        bail!(
+            "{list} missing and this is not root: run `sudo apt-get install -y {list}`, then again"
+        );
     }
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")

@@ -18,7 +18,14 @@ pub fn run_tests(args: Args) -> anyhow::Result<()> {
     step("checking formatting");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("linting (native and wasm)");
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().args([
         "clippy",
         "-p",
@@ -38,4 +45,3 @@ pub fn run_tests(args: Args) -> anyhow::Result<()> {
     step("all checks passed");
     Ok(())
 }
-
