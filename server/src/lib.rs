@@ -3,6 +3,7 @@
 //! [`routes`] is the whole HTTP surface; [`run`] serves it on a listener the caller has
 //! bound, until the shutdown future resolves.
 
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod routes;
@@ -12,14 +13,17 @@ pub mod stream;
 pub use routes::routes;
 pub use state::AppState;
 
+use conn::{ConnInfo, StallGuard};
+use futures_util::future::Either;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use warp::Filter as _;
 
 /// Everything the server needs to know; built from the CLI by the binary.
 #[derive(Debug, Clone)]
@@ -40,7 +44,19 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long a client may take to send its request headers (slowloris guard).
     pub header_read_timeout: Duration,
+    /// How long a client may accept no bytes before its connection is closed.
+    pub stall_timeout: Duration,
+    /// Whether `/metrics` is served on the main listener (off when it has its own).
+    pub metrics_on_main: bool,
 }
+
+/// Request line and headers together may not exceed this (hyper answers 431). It also
+/// caps hyper's write buffer per connection.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// A longer path and query gets 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// More request headers than this get 431.
+pub const MAX_HEADERS: usize = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -53,6 +69,8 @@ impl Default for Config {
             allow_fault_injection: false,
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+            metrics_on_main: true,
         }
     }
 }
@@ -65,12 +83,39 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with_metrics(listener, None, config, shutdown).await
+}
+
+/// [`run`], with `/metrics` served on its own listener when one is given (and then not
+/// on the main one), for deployments that must not expose it.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    mut config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let grace = config.shutdown_grace;
+    config.metrics_on_main = metrics_listener.is_none();
+    let stall_timeout = config.stall_timeout;
     let state = AppState::new(config);
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = metrics_listener {
+        let metrics = routes::ops::metrics(Arc::clone(&state)).recover(error::recover);
+        tokio::spawn(
+            warp::serve(metrics)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = metrics_stopped.await;
+                })
+                .run(),
+        );
+    }
     let service = warp::service(routes(Arc::clone(&state)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout);
+        .header_read_timeout(state.config.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -91,8 +136,18 @@ pub async fn run(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, %peer, "set_nodelay failed");
         }
-        let conn =
-            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service.clone()));
+        let info = Arc::new(ConnInfo::default());
+        let io = StallGuard::new(TokioIo::new(tcp), stall_timeout, Arc::clone(&info));
+        let service = service.clone();
+        let per_request = hyper::service::service_fn(move |mut req| {
+            if let Some(res) = routes::gate(&req) {
+                return Either::Left(std::future::ready(Ok::<_, Infallible>(res)));
+            }
+            req.extensions_mut().insert(Arc::clone(&info));
+            let mut service = service.clone();
+            Either::Right(tower_service::Service::call(&mut service, req))
+        });
+        let conn = http.serve_connection(io, per_request);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(err) = conn.await {
@@ -106,6 +161,7 @@ pub async fn run(
         "shutting down: ending every open stream"
     );
     state.begin_shutdown();
+    let _ = metrics_stop.send(());
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("every connection closed"),
         Err(_) => tracing::warn!(

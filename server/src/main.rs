@@ -43,6 +43,17 @@ struct Cli {
     /// Seconds to wait for connections to close on shutdown.
     #[arg(long, env = "SSE_COUNTER_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     shutdown_grace_secs: u64,
+    /// Seconds a client may accept no bytes before its stream is closed as stalled.
+    #[arg(long, env = "SSE_COUNTER_STALL_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    stall_timeout_secs: u64,
+    /// Seconds a client may take to send its request headers (slowloris guard).
+    #[arg(long, env = "SSE_COUNTER_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    header_read_timeout_secs: u64,
+    /// Serve `/metrics` on this address instead of the main one (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "SSE_COUNTER_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Cli {
@@ -70,6 +81,8 @@ impl Cli {
             cors_origins,
             allow_fault_injection: self.allow_fault_injection,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            stall_timeout: Duration::from_secs(self.stall_timeout_secs),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             ..Config::default()
         })
     }
@@ -87,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let addr = cli.addr;
+    let metrics_addr = cli.metrics_addr;
     let config = cli.into_config()?;
     if !config.static_dir.join("index.html").is_file() {
         tracing::warn!(
@@ -98,6 +112,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    if let Some(l) = &metrics_listener {
+        tracing::info!(addr = %l.local_addr()?, "metrics served on their own address");
+    }
     // The one line on stdout: scripts and tests read the real port from it.
     println!("listening on http://{local}");
     let shutdown = async {
@@ -109,6 +134,6 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(130);
         });
     };
-    server::run(listener, config, shutdown).await?;
+    server::run_with_metrics(listener, metrics_listener, config, shutdown).await?;
     Ok(())
 }

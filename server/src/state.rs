@@ -1,6 +1,7 @@
 //! What every request shares: the configuration, the metrics, the count of open streams
 //! and the shutdown signal; and the permit that one open stream holds.
 
+use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
 use crate::Config;
 use bytes::Bytes;
@@ -19,14 +20,17 @@ pub enum DisconnectReason {
     Client,
     /// `drop_after` aborted the connection.
     Fault,
+    /// The client accepted no bytes for the stall timeout.
+    Stalled,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 4] = [
+    pub const ALL: [DisconnectReason; 5] = [
         DisconnectReason::Complete,
         DisconnectReason::Shutdown,
         DisconnectReason::Client,
         DisconnectReason::Fault,
+        DisconnectReason::Stalled,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl DisconnectReason {
             DisconnectReason::Shutdown => "shutdown",
             DisconnectReason::Client => "client",
             DisconnectReason::Fault => "fault",
+            DisconnectReason::Stalled => "stalled",
         }
     }
 }
@@ -84,7 +89,7 @@ impl AppState {
     }
 
     /// Takes a place for one more stream, or `None` when `max_streams` are open.
-    pub fn try_open_stream(self: &Arc<Self>) -> Option<StreamPermit> {
+    pub fn try_open_stream(self: &Arc<Self>, conn: Option<Arc<ConnInfo>>) -> Option<StreamPermit> {
         let max = self.config.max_streams;
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -97,6 +102,7 @@ impl AppState {
         Some(StreamPermit {
             state: Arc::clone(self),
             id,
+            conn,
             reason: DisconnectReason::Client,
             last: 0,
             sent: 0,
@@ -109,6 +115,8 @@ impl AppState {
 pub struct StreamPermit {
     state: Arc<AppState>,
     pub id: u64,
+    /// The connection carrying the stream, which knows whether it stalled.
+    conn: Option<Arc<ConnInfo>>,
     /// Stays `Client` unless the stream itself ended otherwise.
     reason: DisconnectReason,
     last: u64,
@@ -135,6 +143,11 @@ impl StreamPermit {
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
+        if self.reason == DisconnectReason::Client
+            && self.conn.as_ref().is_some_and(|c| c.stalled())
+        {
+            self.reason = DisconnectReason::Stalled;
+        }
         self.state.active.fetch_sub(1, Ordering::AcqRel);
         let metrics = &self.state.metrics;
         metrics.active_streams.decrement(1.0);

@@ -2,6 +2,7 @@
 
 use super::cors;
 use super::with_state;
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::stream::{CounterStream, StreamPlan};
@@ -20,12 +21,17 @@ pub fn route(
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::query::<Vec<(String, String)>>())
+        .and(warp::ext::optional::<Arc<ConnInfo>>())
         .and(with_state(state))
         .map(
-            |method: Method, headers: HeaderMap, query: Vec<(String, String)>, state| {
+            |method: Method,
+             headers: HeaderMap,
+             query: Vec<(String, String)>,
+             conn: Option<Arc<ConnInfo>>,
+             state| {
                 // Once the path matched, every answer comes from here: a rejection would
                 // fall through to the `/api/` 404.
-                handle(method, &headers, &query, state).unwrap_or_else(Reply::into_response)
+                handle(method, &headers, &query, conn, state).unwrap_or_else(Reply::into_response)
             },
         )
 }
@@ -34,6 +40,7 @@ fn handle(
     method: Method,
     headers: &HeaderMap,
     query: &[(String, String)],
+    conn: Option<Arc<ConnInfo>>,
     state: Arc<AppState>,
 ) -> Result<Response, ApiError> {
     let cors = cors::check(&state.config, headers)?;
@@ -45,7 +52,7 @@ fn handle(
             allow: "GET, OPTIONS",
         });
     }
-    let mut res = open(headers, query, state)?;
+    let mut res = open(headers, query, conn, state)?;
     cors::apply(&cors, &mut res);
     Ok(res)
 }
@@ -53,6 +60,7 @@ fn handle(
 fn open(
     headers: &HeaderMap,
     query: &[(String, String)],
+    conn: Option<Arc<ConnInfo>>,
     state: Arc<AppState>,
 ) -> Result<Response, ApiError> {
     let retry_after_secs = state.config.retry_ms.div_ceil(1000).max(1);
@@ -77,7 +85,7 @@ fn open(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let permit = state
-        .try_open_stream()
+        .try_open_stream(conn)
         .ok_or(ApiError::TooManyStreams { retry_after_secs })?;
     tracing::info!(
         stream = permit.id,

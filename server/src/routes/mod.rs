@@ -17,7 +17,7 @@ pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     counter::route(Arc::clone(&state))
-        .or(ops::metrics(Arc::clone(&state)))
+        .or(ops::metrics_if_on_main(Arc::clone(&state)))
         .unify()
         .or(ops::healthz(Arc::clone(&state)))
         .unify()
@@ -27,6 +27,21 @@ pub fn routes(
         .unify()
         .recover(error::recover)
         .unify()
+}
+
+/// Answers what must not reach the routes at all: a path and query over
+/// [`crate::MAX_URI_BYTES`] gets 414.
+pub fn gate<B>(req: &http::Request<B>) -> Option<Response> {
+    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    (len > crate::MAX_URI_BYTES).then(|| {
+        error::json_error(
+            http::StatusCode::URI_TOO_LONG,
+            &shared::ErrorBody::new(format!(
+                "the path and query may not exceed {} bytes",
+                crate::MAX_URI_BYTES
+            )),
+        )
+    })
 }
 
 /// Anything else under `/api/`: a JSON 404, never the page.

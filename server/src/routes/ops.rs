@@ -27,6 +27,23 @@ pub fn metrics(
         })
 }
 
+/// GET /metrics on the main listener, unless `--metrics-addr` moved it elsewhere.
+pub fn metrics_if_on_main(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let on_main = state.config.metrics_on_main;
+    warp::any()
+        .and_then(move || async move {
+            if on_main {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(metrics(state))
+}
+
 /// GET /healthz: 200 `{"status":"ok",...}` while serving, 503 once shutdown began.
 pub fn healthz(
     state: Arc<AppState>,
