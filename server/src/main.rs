@@ -51,6 +51,9 @@ struct Cli {
     #[arg(long, env = "SSE_COUNTER_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     header_read_timeout_secs: u64,
+    /// Kernel send buffer per connection, in bytes (0: let the OS tune it).
+    #[arg(long, env = "SSE_COUNTER_SEND_BUFFER_BYTES", default_value_t = 131_072)]
+    send_buffer_bytes: usize,
     /// Serve `/metrics` on this address instead of the main one (e.g. 127.0.0.1:9090).
     #[arg(long, env = "SSE_COUNTER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -82,6 +85,7 @@ impl Cli {
             allow_fault_injection: self.allow_fault_injection,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             stall_timeout: Duration::from_secs(self.stall_timeout_secs),
+            send_buffer: (self.send_buffer_bytes > 0).then_some(self.send_buffer_bytes),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             ..Config::default()
         })

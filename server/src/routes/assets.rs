@@ -14,6 +14,19 @@ pub fn route(
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let dir = config.static_dir.clone();
     let files = warp::fs::dir(dir)
+        .or_else(|rejection: warp::Rejection| async move {
+            // warp reports a name the OS refuses (a NUL byte, too long) with its private
+            // error types, which would end as 500s: for a client it is simply not here.
+            if rejection.is_not_found()
+                || rejection
+                    .find::<warp::reject::MethodNotAllowed>()
+                    .is_some()
+            {
+                Err(rejection)
+            } else {
+                Err(warp::reject::custom(ApiError::NotFound))
+            }
+        })
         .and(super::only("GET, HEAD", &[Method::GET, Method::HEAD]))
         .map(|file: File| {
             let cache = cache_control(file.path());
