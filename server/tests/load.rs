@@ -12,7 +12,31 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout, Instant};
 
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `cargo xtask reliability` runs these tests at a larger scale and collects what they
+/// measured; alone, they run small and fast.
+fn scale() -> usize {
+    std::env::var("SSE_COUNTER_LOAD_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Appends one scenario's figures to the report file `cargo xtask reliability` reads.
+fn record(scenario: &str, figures: serde_json::Value) {
+    let Some(path) = std::env::var_os("SSE_COUNTER_RELIABILITY_REPORT") else {
+        return;
+    };
+    use std::io::Write as _;
+    let line = serde_json::json!({ "scenario": scenario, "figures": figures });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the reliability report");
+    writeln!(file, "{line}").expect("write the reliability report");
+}
 
 /// The server binary, SIGKILLed if a test fails before it exits.
 struct Binary {
@@ -68,12 +92,21 @@ impl Binary {
 
     /// Resident memory in KiB, from /proc.
     fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the process has had, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -168,12 +201,13 @@ async fn read_to_close(mut s: TcpStream, mut got: Vec<u8>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
-    const STREAMS: usize = 2000;
-    let mut server = Binary::start(&["--max-streams", "5000", "--shutdown-grace-secs", "10"]);
+    let streams = 2000 * scale();
+    let max = (streams + 100).to_string();
+    let mut server = Binary::start(&["--max-streams", &max, "--shutdown-grace-secs", "10"]);
     let addr = server.addr;
     let gate = Arc::new(Semaphore::new(200));
-    let mut opened = Vec::with_capacity(STREAMS);
-    for _ in 0..STREAMS {
+    let mut opened = Vec::with_capacity(streams);
+    for _ in 0..streams {
         let gate = Arc::clone(&gate);
         opened.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
@@ -182,7 +216,7 @@ async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
             (s, got)
         }));
     }
-    let mut readers = Vec::with_capacity(STREAMS);
+    let mut readers = Vec::with_capacity(streams);
     for task in opened {
         let (s, got) = timeout(WAIT, task)
             .await
@@ -191,8 +225,10 @@ async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
         readers.push(tokio::spawn(read_to_close(s, got)));
     }
     server
-        .wait_metric("sse_active_streams", STREAMS as f64)
+        .wait_metric("sse_active_streams", streams as f64)
         .await;
+    let peak_open = server.peak_rss_kib();
+    let signalled = Instant::now();
     server.signal("TERM");
     let mut ended = 0;
     for reader in readers {
@@ -211,8 +247,20 @@ async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
         );
         ended += 1;
     }
-    assert_eq!(ended, STREAMS);
+    assert_eq!(ended, streams);
     assert_eq!(server.exit_code(Duration::from_secs(10)).await, Some(0));
+    record(
+        "shutdown",
+        serde_json::json!({
+            "open_streams": streams,
+            "ended_with_shutdown": ended,
+            "lost": streams - ended,
+            "exit_code": 0,
+            "exit_ms": signalled.elapsed().as_millis() as u64,
+            "grace_secs": 10,
+            "peak_rss_kib": peak_open,
+        }),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,12 +374,14 @@ async fn read_to_close_after_end(mut s: TcpStream, mut got: Vec<u8>) -> String {
     }
 }
 
-async fn churn(addr: SocketAddr, rounds: usize, seed: u64) {
+async fn churn(addr: SocketAddr, rounds: usize, seed: u64) -> [usize; 4] {
+    let mut kinds = [0usize; 4];
     let gate = Arc::new(Semaphore::new(300));
     let mut rng = XorShift(seed);
     let mut tasks = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let kind = rng.next();
+        kinds[(kind % 4) as usize] += 1;
         let gate = Arc::clone(&gate);
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
@@ -344,34 +394,120 @@ async fn churn(addr: SocketAddr, rounds: usize, seed: u64) {
             .expect("a churn client hung")
             .unwrap();
     }
+    kinds
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_leaves_nothing_open_and_memory_where_it_was() {
+    let (warmup, rounds) = (1000, 4000 * scale());
     let server = Binary::start(&["--max-streams", "5000"]);
+    let start = server.rss_kib();
     // A first round warms the allocator and the runtime up to their working size.
-    churn(server.addr, 1000, 0x5EED).await;
+    churn(server.addr, warmup, 0x5EED).await;
     server.wait_metric("sse_active_streams", 0.0).await;
     let warm = server.rss_kib();
-    churn(server.addr, 4000, 0xC0FFEE).await;
+    let kinds = churn(server.addr, rounds, 0xC0FFEE).await;
     server.wait_metric("sse_active_streams", 0.0).await;
     let after = server.rss_kib();
-    assert_eq!(server.metric("sse_streams_total").await, 5000.0);
+    let total = (warmup + rounds) as f64;
+    assert_eq!(server.metric("sse_streams_total").await, total);
     // Each stream's permit is freed exactly once, whatever way it ended.
-    let ended: f64 = {
-        let mut sum = 0.0;
-        for reason in ["complete", "client", "fault", "stalled", "shutdown"] {
-            sum += server
-                .metric(&format!("sse_disconnects_total{{reason=\"{reason}\"}}"))
-                .await;
-        }
-        sum
-    };
-    assert_eq!(ended, 5000.0);
-    // 4,000 more streams may not leave more than a small margin behind.
+    let mut ended = 0.0;
+    for reason in ["complete", "client", "fault", "stalled", "shutdown"] {
+        ended += server
+            .metric(&format!("sse_disconnects_total{{reason=\"{reason}\"}}"))
+            .await;
+    }
+    assert_eq!(ended, total);
+    // Thousands more streams may not leave more than a small margin behind.
     let margin = warm / 10 + 2048;
     assert!(
         after <= warm + margin,
         "resident memory grew from {warm} KiB to {after} KiB after churn"
+    );
+    record(
+        "churn",
+        serde_json::json!({
+            "streams": warmup + rounds,
+            "abort_before_first_tick": kinds[0],
+            "abort_mid_stream": kinds[1],
+            "finish": kinds[2],
+            "resume_and_finish": kinds[3],
+            "active_after": 0,
+            "permits_freed": ended,
+            "rss_start_kib": start,
+            "rss_warm_kib": warm,
+            "rss_after_kib": after,
+            "peak_rss_kib": server.peak_rss_kib(),
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_max_streams_gets_503_while_open_streams_stay_on_time() {
+    let (cap, flood) = (300 * scale(), 1000 * scale());
+    let server = Binary::start(&["--max-streams", &cap.to_string()]);
+    let addr = server.addr;
+    // The streams inside the cap: 40 ticks each, 50 ms apart.
+    let mut open = Vec::with_capacity(cap);
+    for _ in 0..cap {
+        let (s, got) = timeout(WAIT, open_stream(addr, "count=40&interval_ms=50", None))
+            .await
+            .expect("opening a stream inside the cap hung");
+        open.push(tokio::spawn(read_to_close_after_end(s, got)));
+    }
+    server.wait_metric("sse_active_streams", cap as f64).await;
+    // The flood, while they run.
+    let gate = Arc::new(Semaphore::new(200));
+    let mut refused = Vec::with_capacity(flood);
+    for _ in 0..flood {
+        let gate = Arc::clone(&gate);
+        refused.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            get(addr, "/api/counter?count=5").await
+        }));
+    }
+    let mut got_503 = 0;
+    for r in refused {
+        let answer = timeout(WAIT, r)
+            .await
+            .expect("a refused request hung")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: "),
+            "{answer}"
+        );
+        assert!(answer.contains(r#"{"error":"#), "{answer}");
+        got_503 += 1;
+    }
+    let mut complete = 0;
+    for stream in open {
+        let text = timeout(WAIT, stream)
+            .await
+            .expect("an admitted stream stalled")
+            .unwrap();
+        let ids: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            (1..=40).collect::<Vec<_>>(),
+            "gap or repeat under the flood"
+        );
+        complete += 1;
+    }
+    record(
+        "flood",
+        serde_json::json!({
+            "max_streams": cap,
+            "admitted_complete": complete,
+            "flood_requests": flood,
+            "refused_503": got_503,
+            "lost": cap - complete,
+            "peak_rss_kib": server.peak_rss_kib(),
+        }),
     );
 }
