@@ -2,6 +2,8 @@
 //! oversized requests, a corpus of malformed requests, and the metrics moved off the main
 //! address. Real sockets on 127.0.0.1:0.
 
+mod report;
+
 use server::Config;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -175,6 +177,16 @@ async fn a_client_that_stops_reading_is_closed_as_stalled_and_slows_no_one() {
             .await,
         0.0
     );
+    report::record(
+        "stall",
+        serde_json::json!({
+            "stalled_clients": 1,
+            "closed_as_stalled": 1,
+            "stall_timeout_secs": 1,
+            "other_client_ticks": ids.len(),
+            "other_client_gaps_or_repeats": 0,
+        }),
+    );
     drop(stalled);
     server.stop().await;
 }
@@ -296,6 +308,7 @@ async fn a_corpus_of_hostile_requests_gets_clear_answers() {
         (b"GARBAGE\r\n\r\n".to_vec(), "400"),
         (b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n".to_vec(), "400"),
     ];
+    let tried = cases.len();
     for (raw, want) in cases {
         let (status, body) = request_bytes(server.addr, &raw).await;
         let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -317,6 +330,10 @@ async fn a_corpus_of_hostile_requests_gets_clear_answers() {
     .await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(body.contains("event: end"), "{body}");
+    report::record(
+        "hostile_input",
+        serde_json::json!({ "requests": tried, "answered_as_expected": tried, "server_errors": 0 }),
+    );
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,6 +2,9 @@
 //! and churn (thousands of streams opened and dropped in random ways) that must leave no
 //! stream open and the resident memory back where it was.
 
+mod report;
+
+use report::{record, scale};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -13,30 +16,6 @@ use tokio::sync::Semaphore;
 use tokio::time::{timeout, Instant};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// `cargo xtask reliability` runs these tests at a larger scale and collects what they
-/// measured; alone, they run small and fast.
-fn scale() -> usize {
-    std::env::var("SSE_COUNTER_LOAD_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-}
-
-/// Appends one scenario's figures to the report file `cargo xtask reliability` reads.
-fn record(scenario: &str, figures: serde_json::Value) {
-    let Some(path) = std::env::var_os("SSE_COUNTER_RELIABILITY_REPORT") else {
-        return;
-    };
-    use std::io::Write as _;
-    let line = serde_json::json!({ "scenario": scenario, "figures": figures });
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open the reliability report");
-    writeln!(file, "{line}").expect("write the reliability report");
-}
 
 /// The server binary, SIGKILLed if a test fails before it exits.
 struct Binary {
