@@ -2,6 +2,7 @@
 //! every check CI runs; both install what is missing first.
 
 mod demo;
+mod reliability;
 mod setup;
 mod test;
 mod util;
@@ -22,6 +23,9 @@ enum Task {
     /// Install what is missing, then run fmt, clippy, the page build and every test
     /// (real-browser tests included).
     Test(test::Args),
+    /// Run the churn, flood, stall, shutdown and hostile-input tests larger, against a
+    /// release build, and write docs/reliability.md from their figures.
+    Reliability(reliability::Args),
     /// Install the tools the project needs, and nothing else.
     Setup {
         /// Also install Chromium and ChromeDriver for the browser tests.
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Demo(args) => demo::run_demo(args),
         Task::Test(args) => test::run_tests(args),
+        Task::Reliability(args) => reliability::run_reliability(args),
         Task::Setup { browser } => {
             setup::page_tools()?;
             if browser {
