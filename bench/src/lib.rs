@@ -1,1 +1,14 @@
-//! The benchmark harness (see its issue).
+//! The benchmark harness: the load generator's parts (`load`, `stats`, `report`) and the
+//! `/proc` readings (`procfs`) that the `sse-bench` and `floor` binaries share.
+
+pub mod load;
+pub mod procfs;
+pub mod report;
+pub mod stats;
+
+/// Raises this process's open-files soft limit to its hard limit (children inherit it)
+/// and returns the new soft limit.
+pub fn raise_nofile_limit() -> anyhow::Result<u64> {
+    let (_, hard) = rlimit::Resource::NOFILE.get()?;
+    Ok(rlimit::increase_nofile_limit(hard)?)
+}

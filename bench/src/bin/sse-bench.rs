@@ -1,0 +1,369 @@
+//! `sse-bench`: opens many SSE streams against a loopback server and reports what it
+//! delivered and, given its PID, what it cost (see `sse-bench --help`).
+
+use anyhow::{bail, ensure, Context as _};
+use bench::load::{Load, LoadConfig, Target, Window};
+use bench::procfs::{self, ProcSample};
+use bench::report::{Report, ServerFigures, WorkerResult};
+use clap::Parser;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+/// Most streams one run may open, over all its processes.
+const MAX_STREAMS: u64 = 50_000;
+/// Longest run allowed.
+const MAX_DURATION_SECS: u64 = 3_600;
+
+/// Load generator for SSE servers on this machine's loopback.
+///
+/// Opens --streams streams at --ramp per second, spread over source addresses
+/// 127.0.0.1..=127.0.0.K, waits until all are open (or failed), waits --warmup, then
+/// counts ticks for --window seconds and closes everything. Ticks are SSE events whose
+/// data is JSON with `num` (1, 2, ...) and `sent_at_us` (the server's wall clock).
+#[derive(Debug, Parser)]
+#[command(name = "sse-bench", version)]
+struct Cli {
+    /// The stream's URL; only loopback (127.x.y.z, localhost) is accepted.
+    url: String,
+    /// Streams to open.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=MAX_STREAMS))]
+    streams: u64,
+    /// Streams opened per second; 0 opens them all as fast as possible.
+    #[arg(long, default_value_t = 1000.0)]
+    ramp: f64,
+    /// Seconds to wait, once all are open, before the steady window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Length of the steady window in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    window: f64,
+    /// Hard limit on the whole run in seconds; a run planned longer is refused, and a
+    /// run that overruns it is ended.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_DURATION_SECS))]
+    duration: u64,
+    /// Seconds allowed for a TCP connect, and again for the response headers.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Spread client sockets over 127.0.0.1..=127.0.0.K.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=250))]
+    source_ips: u8,
+    /// Load processes: this one spawns K workers of itself, each with a share of the
+    /// streams (one process may hold only as many sockets as its open-files limit).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    procs: u32,
+    /// The server's PID: adds its CPU per event and memory per stream (from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The tick interval the URL asks for, in ms, for the expected event rate (read
+    /// from `interval_ms=` in the URL when not given).
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Internal: run as a worker of a parent sse-bench (talks over stdin/stdout).
+    #[arg(long, hide = true)]
+    worker: bool,
+    /// Internal: this worker opens streams first-index, first-index + procs, ...
+    #[arg(long, hide = true, default_value_t = 0)]
+    first_index: u64,
+}
+
+impl Cli {
+    fn load_config(&self, target: Target, streams: u64, first_index: u64) -> LoadConfig {
+        LoadConfig {
+            target,
+            streams,
+            ramp_per_sec: self.ramp / f64::from(self.procs),
+            first_index,
+            index_step: u64::from(self.procs),
+            source_ips: self.source_ips,
+            connect_timeout: Duration::from_secs_f64(self.connect_timeout),
+        }
+    }
+
+    /// How long the opening may take before the run goes on without the stragglers.
+    fn settle_limit(&self) -> Duration {
+        let ramp = if self.ramp > 0.0 {
+            self.streams as f64 / self.ramp
+        } else {
+            0.0
+        };
+        // Two timeouts: one for the connect, one for the headers.
+        Duration::from_secs_f64(ramp + 2.0 * self.connect_timeout + 1.0)
+    }
+
+    fn planned_secs(&self) -> f64 {
+        self.settle_limit().as_secs_f64() + self.warmup + self.window + 1.0
+    }
+
+    fn window(&self) -> Window {
+        Window::from_now(
+            Duration::from_secs_f64(self.warmup),
+            Duration::from_secs_f64(self.window),
+        )
+    }
+
+    fn tick_rate(&self, target: &Target) -> Option<f64> {
+        let ms = self.interval_ms.or_else(|| {
+            target
+                .path_and_query
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("interval_ms=")?.parse().ok())
+        })?;
+        (ms > 0).then(|| 1000.0 / ms as f64)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let target = Target::parse(&cli.url)?;
+    ensure!(
+        cli.ramp >= 0.0 && cli.ramp.is_finite(),
+        "--ramp must be 0 or more"
+    );
+    ensure!(
+        cli.window > 0.0 && cli.warmup >= 0.0 && cli.connect_timeout > 0.0,
+        "--window and --connect-timeout must be above 0, --warmup not below"
+    );
+    ensure!(
+        cli.planned_secs() <= cli.duration as f64,
+        "this run may take up to {:.0} s (ramp, connect timeouts, warmup, window), more than --duration {}",
+        cli.planned_secs(),
+        cli.duration
+    );
+    ensure!(
+        u64::from(cli.procs) <= cli.streams,
+        "--procs may not exceed --streams"
+    );
+    let limit = bench::raise_nofile_limit().context("cannot raise the open-files limit")?;
+    let per_proc = cli.streams.div_ceil(u64::from(cli.procs));
+    if per_proc + 64 > limit {
+        bail!(
+            "{per_proc} streams per process need more than this process's {limit} open files: use --procs {}",
+            cli.streams.div_ceil(limit.saturating_sub(64).max(1))
+        );
+    }
+    // The one thread keeps the client's share of the two cores small and predictable;
+    // --procs gives more when one is not enough.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Whatever happens, the run ends by itself.
+    let cap = Duration::from_secs(cli.duration);
+    std::thread::spawn(move || {
+        std::thread::sleep(cap + Duration::from_secs(5));
+        eprintln!("sse-bench: the run overran --duration; stopping");
+        std::process::exit(2);
+    });
+    if cli.worker {
+        return rt.block_on(worker(&cli, target));
+    }
+    let report = rt.block_on(parent(&cli, target))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// A worker: opens its share, says `ready`, reads the window from stdin, prints its
+/// figures as one JSON line.
+async fn worker(cli: &Cli, target: Target) -> anyhow::Result<()> {
+    let load = Load::open(
+        cli.load_config(target, cli.streams, cli.first_index),
+        cli.settle_limit(),
+    )
+    .await;
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(b"ready\n").await?;
+    stdout.flush().await?;
+    let mut line = String::new();
+    BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await?;
+    let window = parse_window_line(&line).context("expected `window START_US END_US` on stdin")?;
+    let result = load.measure(window).await;
+    let json = serde_json::to_string(&result)? + "\n";
+    stdout.write_all(json.as_bytes()).await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+fn parse_window_line(line: &str) -> Option<Window> {
+    let mut parts = line.split_whitespace();
+    (parts.next()? == "window").then_some(())?;
+    Some(Window {
+        start_us: parts.next()?.parse().ok()?,
+        end_us: parts.next()?.parse().ok()?,
+    })
+}
+
+async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
+    let before = cli.server_pid.map(procfs::sample).transpose()?;
+    eprintln!(
+        "sse-bench: opening {} streams to {} at {} ({} process{})",
+        cli.streams,
+        target.url,
+        if cli.ramp > 0.0 {
+            format!("{}/s", cli.ramp)
+        } else {
+            "once".into()
+        },
+        cli.procs,
+        if cli.procs == 1 { "" } else { "es" }
+    );
+    let (result, window, samples) = if cli.procs == 1 {
+        let load = Load::open(
+            cli.load_config(target.clone(), cli.streams, 0),
+            cli.settle_limit(),
+        )
+        .await;
+        eprintln!("sse-bench: {} established", load.established());
+        let window = cli.window();
+        let (result, samples) = tokio::join!(load.measure(window), sample_server(cli, window));
+        (result, window, samples?)
+    } else {
+        let (result, window, samples) = with_workers(cli).await?;
+        (result, window, samples)
+    };
+    let server = match (cli.server_pid, before, samples) {
+        (Some(pid), Some(before), Some((start, mid, end))) => {
+            let cpu = end.cpu_us_since(&start);
+            let open = result.open_at_window_end;
+            Some(ServerFigures {
+                pid,
+                cpu_us_window: cpu,
+                cpu_us_per_event: (result.events_in_window > 0)
+                    .then(|| cpu / result.events_in_window as f64),
+                cpu_cores: cpu / 1e6 / window.secs(),
+                rss_before_kib: before.rss_kib,
+                rss_steady_kib: mid.rss_kib,
+                rss_per_stream_bytes: (open > 0)
+                    .then(|| (mid.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / open as f64),
+            })
+        }
+        _ => None,
+    };
+    Ok(Report::new(
+        &target.url,
+        cli.procs,
+        &result,
+        window.secs(),
+        cli.tick_rate(&target),
+        server,
+    ))
+}
+
+/// The server at the window's start, middle and end (CPU from start to end, memory in
+/// the middle, away from the opening and the closing).
+async fn sample_server(
+    cli: &Cli,
+    window: Window,
+) -> anyhow::Result<Option<(ProcSample, ProcSample, ProcSample)>> {
+    let Some(pid) = cli.server_pid else {
+        return Ok(None);
+    };
+    tokio::time::sleep(Window::until(window.start_us)).await;
+    let start = procfs::sample(pid)?;
+    tokio::time::sleep(Window::until(window.start_us / 2 + window.end_us / 2)).await;
+    let mid = procfs::sample(pid)?;
+    tokio::time::sleep(Window::until(window.end_us)).await;
+    let end = procfs::sample(pid)?;
+    Ok(Some((start, mid, end)))
+}
+
+type Samples = Option<(ProcSample, ProcSample, ProcSample)>;
+
+/// Runs the load in `--procs` worker processes and merges their figures.
+async fn with_workers(cli: &Cli) -> anyhow::Result<(WorkerResult, Window, Samples)> {
+    let exe = std::env::current_exe().context("cannot find this program to spawn workers")?;
+    let procs = u64::from(cli.procs);
+    let mut workers = Vec::new();
+    for i in 0..procs {
+        // Worker i opens streams i, i + procs, ...: its share, rounded as that falls.
+        let share = cli.streams / procs + u64::from(i < cli.streams % procs);
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg(&cli.url)
+            .args(["--streams", &share.to_string()])
+            .args(["--ramp", &cli.ramp.to_string()])
+            .args(["--procs", &cli.procs.to_string()])
+            .args(["--first-index", &i.to_string()])
+            .args(["--connect-timeout", &cli.connect_timeout.to_string()])
+            .args(["--source-ips", &cli.source_ips.to_string()])
+            .args(["--warmup", &cli.warmup.to_string()])
+            .args(["--window", &cli.window.to_string()])
+            .args(["--duration", &cli.duration.to_string()])
+            .arg("--worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("cannot start a worker")?;
+        let stdin = child.stdin.take().context("worker without stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("worker without stdout")?);
+        workers.push((child, stdin, stdout.lines()));
+    }
+    for (_, _, lines) in &mut workers {
+        let line = tokio::time::timeout(
+            cli.settle_limit() + Duration::from_secs(5),
+            lines.next_line(),
+        )
+        .await
+        .context("a worker did not finish opening its streams in time")??;
+        ensure!(
+            line.as_deref() == Some("ready"),
+            "a worker said {line:?} instead of `ready`"
+        );
+    }
+    let window = cli.window();
+    for (_, stdin, _) in &mut workers {
+        stdin
+            .write_all(format!("window {} {}\n", window.start_us, window.end_us).as_bytes())
+            .await?;
+        stdin.flush().await?;
+    }
+    let collect = async {
+        let mut merged = WorkerResult::default();
+        for (child, _, lines) in &mut workers {
+            let line = lines
+                .next_line()
+                .await?
+                .context("a worker ended without its figures")?;
+            let r: WorkerResult =
+                serde_json::from_str(&line).context("a worker's figures are not JSON")?;
+            merged.merge(&r);
+            let status = child.wait().await?;
+            ensure!(status.success(), "a worker exited with {status}");
+        }
+        anyhow::Ok(merged)
+    };
+    let (merged, samples) = tokio::join!(collect, sample_server(cli, window));
+    Ok((merged?, window, samples?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_lines_round_trip() {
+        assert_eq!(
+            parse_window_line("window 10 20\n"),
+            Some(Window {
+                start_us: 10,
+                end_us: 20
+            })
+        );
+        assert_eq!(parse_window_line("ready\n"), None);
+        assert_eq!(parse_window_line("window 10"), None);
+    }
+
+    #[test]
+    fn the_tick_rate_is_read_from_the_url() {
+        let cli = Cli::parse_from(["sse-bench", "http://127.0.0.1:1/x?count=5&interval_ms=250"]);
+        let target = Target::parse(&cli.url).unwrap();
+        assert_eq!(cli.tick_rate(&target), Some(4.0));
+    }
+}

@@ -1,0 +1,328 @@
+//! What a run measured: the raw figures of one worker (mergeable across processes) and
+//! the report made from them, as JSON or as a table for a person.
+
+use crate::stats::{Histogram, Summary};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Streams that did not open, or did not stay open, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    /// The TCP connection or the HTTP handshake failed (refused, no ports, no files).
+    pub connect: u64,
+    /// The server answered with a status other than 200.
+    pub status: u64,
+    /// No connection or no headers within the connect timeout.
+    pub timeout: u64,
+    /// The connection broke after it was made (reset, or the request failed on it).
+    pub reset: u64,
+    /// The server closed the stream before the run ended without an `end` event.
+    pub closed: u64,
+    /// The body was not a well-formed SSE stream of ticks.
+    pub protocol: u64,
+}
+
+impl Failures {
+    pub fn total(&self) -> u64 {
+        self.connect + self.status + self.timeout + self.reset + self.closed + self.protocol
+    }
+
+    fn add(&mut self, o: &Failures) {
+        self.connect += o.connect;
+        self.status += o.status;
+        self.timeout += o.timeout;
+        self.reset += o.reset;
+        self.closed += o.closed;
+        self.protocol += o.protocol;
+    }
+}
+
+/// The raw figures of one load process; workers send these to the parent as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerResult {
+    /// Streams this worker was asked to open.
+    pub streams: u64,
+    /// Streams that got a 200 with headers.
+    pub established: u64,
+    /// Streams still open when the steady window closed.
+    pub open_at_window_end: u64,
+    pub failed: Failures,
+    /// Streams the server ended with its `end` event (not a failure, but a sign that
+    /// `count` was too small for the run).
+    pub ended: u64,
+    pub events_total: u64,
+    pub events_in_window: u64,
+    pub gaps: u64,
+    pub repeats: u64,
+    /// From the start of the TCP connect to the response headers, in µs.
+    pub time_to_headers: Histogram,
+    /// From the start of the TCP connect to the first tick, in µs.
+    pub time_to_first_event: Histogram,
+    /// Client receive time minus `sent_at_us`, for ticks in the window, in µs.
+    pub latency: Histogram,
+    /// Seconds from the first connect to the last stream settled (open or failed).
+    pub setup_secs: f64,
+    /// The first few distinct error messages, for diagnosis.
+    pub errors: Vec<String>,
+}
+
+/// How many distinct error messages a result keeps.
+pub const MAX_ERRORS: usize = 8;
+
+impl WorkerResult {
+    pub fn merge(&mut self, o: &WorkerResult) {
+        self.streams += o.streams;
+        self.established += o.established;
+        self.open_at_window_end += o.open_at_window_end;
+        self.failed.add(&o.failed);
+        self.ended += o.ended;
+        self.events_total += o.events_total;
+        self.events_in_window += o.events_in_window;
+        self.gaps += o.gaps;
+        self.repeats += o.repeats;
+        self.time_to_headers.merge(&o.time_to_headers);
+        self.time_to_first_event.merge(&o.time_to_first_event);
+        self.latency.merge(&o.latency);
+        self.setup_secs = self.setup_secs.max(o.setup_secs);
+        for e in &o.errors {
+            self.note_error(e);
+        }
+    }
+
+    pub fn note_error(&mut self, e: &str) {
+        if self.errors.len() < MAX_ERRORS && !self.errors.iter().any(|x| x == e) {
+            self.errors.push(e.to_owned());
+        }
+    }
+}
+
+/// The server's cost, from `/proc`, when its PID was given.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerFigures {
+    pub pid: u32,
+    /// Server CPU time during the steady window, in µs.
+    pub cpu_us_window: f64,
+    /// Server CPU per tick delivered in the window, in µs.
+    pub cpu_us_per_event: Option<f64>,
+    /// Cores the server kept busy during the window.
+    pub cpu_cores: f64,
+    /// Resident memory before any stream was opened, in KiB.
+    pub rss_before_kib: u64,
+    /// Resident memory in the middle of the window, in KiB.
+    pub rss_steady_kib: u64,
+    /// (steady − before) / streams open, in bytes.
+    pub rss_per_stream_bytes: Option<f64>,
+}
+
+/// The result of a run, as printed with `--json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub url: String,
+    pub streams: u64,
+    pub procs: u32,
+    pub established: u64,
+    pub open_at_window_end: u64,
+    pub failed_total: u64,
+    pub failed: Failures,
+    pub ended: u64,
+    pub window_secs: f64,
+    pub events_in_window: u64,
+    pub events_per_sec: f64,
+    /// What the streams open at the window's end should deliver per second.
+    pub expected_events_per_sec: Option<f64>,
+    pub gaps: u64,
+    pub repeats: u64,
+    pub time_to_headers_us: Summary,
+    pub time_to_first_event_us: Summary,
+    pub latency_us: Summary,
+    pub setup_secs: f64,
+    pub server: Option<ServerFigures>,
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// `events_per_stream_per_sec` is the tick rate asked of the server, if known.
+    pub fn new(
+        url: &str,
+        procs: u32,
+        r: &WorkerResult,
+        window_secs: f64,
+        events_per_stream_per_sec: Option<f64>,
+        server: Option<ServerFigures>,
+    ) -> Report {
+        Report {
+            url: url.to_owned(),
+            streams: r.streams,
+            procs,
+            established: r.established,
+            open_at_window_end: r.open_at_window_end,
+            failed_total: r.failed.total(),
+            failed: r.failed,
+            ended: r.ended,
+            window_secs,
+            events_in_window: r.events_in_window,
+            events_per_sec: if window_secs > 0.0 {
+                r.events_in_window as f64 / window_secs
+            } else {
+                0.0
+            },
+            expected_events_per_sec: events_per_stream_per_sec
+                .map(|rate| rate * r.open_at_window_end as f64),
+            gaps: r.gaps,
+            repeats: r.repeats,
+            time_to_headers_us: r.time_to_headers.summary(),
+            time_to_first_event_us: r.time_to_first_event.summary(),
+            latency_us: r.latency.summary(),
+            setup_secs: r.setup_secs,
+            server,
+            errors: r.errors.clone(),
+        }
+    }
+
+    /// The report as an aligned table for a terminal.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
+        row("target", self.url.clone());
+        row(
+            "streams",
+            format!(
+                "{} asked, {} established, {} open at window end ({} process{})",
+                self.streams,
+                self.established,
+                self.open_at_window_end,
+                self.procs,
+                if self.procs == 1 { "" } else { "es" }
+            ),
+        );
+        let f = &self.failed;
+        row(
+            "failed",
+            format!(
+                "{} (connect {}, status {}, timeout {}, reset {}, closed {}, protocol {})",
+                self.failed_total, f.connect, f.status, f.timeout, f.reset, f.closed, f.protocol
+            ),
+        );
+        if self.ended > 0 {
+            row("ended by server", self.ended.to_string());
+        }
+        row("setup", format!("{:.2} s", self.setup_secs));
+        let expected = self
+            .expected_events_per_sec
+            .map(|e| format!(" (expected {e:.0})"))
+            .unwrap_or_default();
+        row(
+            "events/s",
+            format!(
+                "{:.0}{expected} over a {:.1} s window, {} events",
+                self.events_per_sec, self.window_secs, self.events_in_window
+            ),
+        );
+        row(
+            "gaps / repeats",
+            format!("{} / {}", self.gaps, self.repeats),
+        );
+        row("time to headers", summary_ms(&self.time_to_headers_us));
+        row(
+            "time to first event",
+            summary_ms(&self.time_to_first_event_us),
+        );
+        row("delivery latency", summary_ms(&self.latency_us));
+        if let Some(s) = &self.server {
+            row(
+                "server CPU",
+                format!(
+                    "{} per event; {:.2} cores over the window (pid {})",
+                    s.cpu_us_per_event
+                        .map(|c| format!("{c:.2} µs"))
+                        .unwrap_or_else(|| "n/a".into()),
+                    s.cpu_cores,
+                    s.pid
+                ),
+            );
+            row(
+                "server memory",
+                format!(
+                    "{} per stream; RSS {} KiB before, {} KiB steady",
+                    s.rss_per_stream_bytes
+                        .map(|b| format!("{:.2} KiB", b / 1024.0))
+                        .unwrap_or_else(|| "n/a".into()),
+                    s.rss_before_kib,
+                    s.rss_steady_kib
+                ),
+            );
+        }
+        for e in &self.errors {
+            row("error seen", e.clone());
+        }
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:<width$}  {v}");
+        }
+        out
+    }
+}
+
+fn summary_ms(s: &Summary) -> String {
+    let ms = |v: Option<u64>| {
+        v.map(|us| format!("{:.3} ms", us as f64 / 1000.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    format!(
+        "p50 {}, p99 {}, max {} ({} samples)",
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.max),
+        s.count
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_counts_and_keeps_the_slowest_setup() {
+        let mut a = WorkerResult {
+            streams: 10,
+            established: 9,
+            failed: Failures {
+                connect: 1,
+                ..Failures::default()
+            },
+            events_in_window: 90,
+            gaps: 1,
+            setup_secs: 1.5,
+            errors: vec!["refused".into()],
+            ..WorkerResult::default()
+        };
+        a.latency.record(100);
+        let mut b = WorkerResult {
+            streams: 10,
+            established: 10,
+            events_in_window: 100,
+            repeats: 2,
+            setup_secs: 0.5,
+            errors: vec!["refused".into(), "reset".into()],
+            ..WorkerResult::default()
+        };
+        b.latency.record(300);
+        a.merge(&b);
+        assert_eq!((a.streams, a.established, a.failed.total()), (20, 19, 1));
+        assert_eq!((a.events_in_window, a.gaps, a.repeats), (190, 1, 2));
+        assert_eq!(a.setup_secs, 1.5);
+        assert_eq!(a.errors, ["refused", "reset"]);
+        assert_eq!(a.latency.count(), 2);
+        let r = Report::new("http://127.0.0.1:1/", 2, &a, 10.0, Some(1.0), None);
+        assert_eq!(r.events_per_sec, 19.0);
+        assert!(r
+            .table()
+            .lines()
+            .any(|l| l.starts_with("gaps / repeats") && l.ends_with("  1 / 2")));
+    }
+}
