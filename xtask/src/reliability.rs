@@ -53,7 +53,10 @@ pub fn run_reliability(args: Args) -> anyhow::Result<()> {
 fn figure(s: &Value, key: &str) -> String {
     match &s["figures"][key] {
         Value::Null => "?".into(),
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 => format!("{f:.0}"),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
