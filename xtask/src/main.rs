@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's chores in Rust. `demo` brings the page up, `test` runs
 //! every check CI runs; both install what is missing first.
 
+mod bench;
 mod demo;
 mod reliability;
 mod setup;
@@ -26,6 +27,9 @@ enum Task {
     /// Run the churn, flood, stall, shutdown and hostile-input tests larger, against a
     /// release build, and write docs/reliability.md from their figures.
     Reliability(reliability::Args),
+    /// Benchmark sse-counter against the seed's Express handler, naive warp and the
+    /// bare-write floor, and write docs/benchmarks.md (loopback only).
+    Bench(bench::Args),
     /// Install the tools the project needs, and nothing else.
     Setup {
         /// Also install Chromium and ChromeDriver for the browser tests.
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo(args) => demo::run_demo(args),
         Task::Test(args) => test::run_tests(args),
         Task::Reliability(args) => reliability::run_reliability(args),
+        Task::Bench(args) => bench::run_bench(args),
         Task::Setup { browser } => {
             setup::page_tools()?;
             if browser {
