@@ -195,6 +195,22 @@ async fn configured_origins_get_cors_headers() {
         Some("http://app.example")
     );
 
+    // An error answered to that origin is readable there too.
+    let reply = server
+        .send(
+            server
+                .client
+                .get(server.url("/api/counter?count=abc"))
+                .header("Origin", "http://app.example"),
+            "an allowed cross-origin bad request",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+
     // The preflight a browser sends before a GET with `Last-Event-ID`.
     let reply = server
         .send(

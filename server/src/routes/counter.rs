@@ -52,7 +52,8 @@ fn handle(
             allow: "GET, OPTIONS",
         });
     }
-    let mut res = open(headers, query, conn, state)?;
+    // An allowed page must be able to read the error too, so CORS applies to both.
+    let mut res = open(headers, query, conn, state).unwrap_or_else(Reply::into_response);
     cors::apply(&cors, &mut res);
     Ok(res)
 }
