@@ -42,6 +42,9 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
@@ -57,8 +60,9 @@ impl Drop for Proc {
     }
 }
 
-/// Starts a program and returns it with the first stdout line that contains `marker`.
-fn spawn_and_read(mut cmd: Command, marker: &str, what: &str) -> (Child, String) {
+/// Starts a program and returns it with the first stdout line that contains `marker`,
+/// or `None` if it exits (closes its stdout) without printing one.
+fn try_spawn_and_read(mut cmd: Command, marker: &str, what: &str) -> Option<(Child, String)> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -75,10 +79,39 @@ fn spawn_and_read(mut cmd: Command, marker: &str, what: &str) -> (Child, String)
             }
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{what} did not print {marker:?} within 30 s"));
-    (child, line)
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => Some((child, line)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not print {marker:?} within 30 s")
+        }
+    }
+}
+
+fn spawn_and_read(cmd: Command, marker: &str, what: &str) -> (Child, String) {
+    try_spawn_and_read(cmd, marker, what)
+        .unwrap_or_else(|| panic!("{what} exited without printing {marker:?}"))
+}
+
+/// Starts chromedriver on a free port. With `--port=0` it binds 127.0.0.1 on a free port
+/// and then [::1] on the same one, which now and then is taken on a busy machine: it
+/// then exits, and another try picks another port.
+fn start_chromedriver() -> (Child, String) {
+    let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    for _ in 0..5 {
+        let mut cmd = Command::new(&chromedriver);
+        cmd.arg("--port=0").stderr(Stdio::null());
+        if let Some(started) =
+            try_spawn_and_read(cmd, "started successfully on port", "chromedriver")
+        {
+            return started;
+        }
+    }
+    panic!("chromedriver exited five times without starting")
 }
 
 struct Harness {
@@ -119,10 +152,7 @@ impl Harness {
             }
         });
 
-        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let mut cmd = Command::new(&chromedriver);
-        cmd.arg("--port=0").stderr(Stdio::null());
-        let (driver, line) = spawn_and_read(cmd, "started successfully on port", "chromedriver");
+        let (driver, line) = start_chromedriver();
         let port = line
             .trim_end_matches('.')
             .rsplit(' ')
@@ -243,8 +273,10 @@ impl Harness {
             .await
             .expect("loading the page hung")
             .expect("loading the page failed");
-        // The wasm module renders the state once it has started.
-        self.wait_text("state", "idle").await;
+        // The HTML alone already says idle; the detail line appears only once the wasm
+        // module has started and rendered.
+        self.wait_text("state-detail", "Not connected yet.").await;
+        assert_eq!(self.text("state").await, "idle");
         // Record every value the counter shows, so gaps and repeats can be seen.
         let js = r#"
             window.__counterSeen = [];
@@ -462,6 +494,8 @@ async fn without_close_on_error_the_browser_resumes() {
         h.wait_text("state", "finished").await;
         h.shot("resumed-finished").await;
         assert_eq!(h.counter_history().await, ["1", "2", "3", "4", "5"]);
+        // A repeated tick would not change the counter's text, but would be counted.
+        assert_eq!(h.text("events-received").await, "5");
         assert_eq!(h.text("reconnects").await, "2");
         assert_eq!(h.metric("sse_streams_total").await, 3.0);
         let log = h.server_log();

@@ -13,10 +13,8 @@ pub fn page_tools() -> anyhow::Result<()> {
     wasm_target()?;
     trunk()?;
     wasm_bindgen()?;
-    apt(
-        &[("wasm-opt", "binaryen")],
-        "trunk runs wasm-opt in release builds",
-    )?;
+    // No binaryen: Debian's wasm-opt 108 breaks wasm-bindgen 0.2.130 output, so the page
+    // is built with `data-wasm-opt="0"` and sized by rustc (see the root Cargo.toml).
     Ok(())
 }
 

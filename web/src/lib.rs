@@ -1,1 +1,0 @@
-//! The sse-counter page (built in its own issue).

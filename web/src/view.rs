@@ -1,0 +1,163 @@
+//! Renders the state into the page's elements, found once by their `data-testid`.
+
+use crate::state::{Form, State};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{Document, Element, HtmlInputElement};
+
+pub struct View {
+    doc: Document,
+    counter: Element,
+    state: Element,
+    reconnects: Element,
+    events: Element,
+    last_id: Element,
+    error: Element,
+    log: Element,
+    detail: Element,
+    count: HtmlInputElement,
+    interval: HtmlInputElement,
+    drop_after: HtmlInputElement,
+    close_on_error: HtmlInputElement,
+}
+
+fn by_testid(doc: &Document, id: &str) -> Result<Element, JsValue> {
+    doc.query_selector(&format!("[data-testid=\"{id}\"]"))?
+        .ok_or_else(|| JsValue::from_str(&format!("no element with data-testid={id}")))
+}
+
+fn input(doc: &Document, id: &str) -> Result<HtmlInputElement, JsValue> {
+    by_testid(doc, id)?
+        .dyn_into::<HtmlInputElement>()
+        .map_err(|_| JsValue::from_str(&format!("{id} is not an input")))
+}
+
+impl View {
+    pub fn new(doc: Document) -> Result<View, JsValue> {
+        Ok(View {
+            counter: by_testid(&doc, "counter")?,
+            state: by_testid(&doc, "state")?,
+            reconnects: by_testid(&doc, "reconnects")?,
+            events: by_testid(&doc, "events-received")?,
+            last_id: by_testid(&doc, "last-event-id")?,
+            error: by_testid(&doc, "error")?,
+            log: by_testid(&doc, "log")?,
+            detail: by_testid(&doc, "state-detail")?,
+            count: input(&doc, "count")?,
+            interval: input(&doc, "interval")?,
+            drop_after: input(&doc, "drop-after")?,
+            close_on_error: input(&doc, "close-on-error")?,
+            doc,
+        })
+    }
+
+    /// The form as the person filled it.
+    pub fn form(&self) -> Form {
+        Form {
+            count: self.count.value(),
+            interval_ms: self.interval.value(),
+            drop_after: self.drop_after.value(),
+            close_on_error: self.close_on_error.checked(),
+        }
+    }
+
+    /// Fills the form from the page's query (`?count=3&interval_ms=200&drop_after=2`
+    /// `&close_on_error=0`), so a demo link opens with its settings.
+    pub fn prefill(&self, query: &str) {
+        for pair in query.trim_start_matches('?').split('&') {
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            match k {
+                "count" => self.count.set_value(v),
+                "interval_ms" => self.interval.set_value(v),
+                "drop_after" => self.drop_after.set_value(v),
+                "close_on_error" => self.close_on_error.set_checked(v != "0"),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn render(&self, s: &State) {
+        set_text(
+            &self.counter,
+            &s.counter.map_or_else(|| "–".to_owned(), |n| n.to_string()),
+        );
+        set_text(&self.state, s.conn.as_str());
+        let _ = self.state.set_attribute("data-state", s.conn.as_str());
+        set_text(&self.reconnects, &s.reconnects.to_string());
+        set_text(&self.events, &s.events.to_string());
+        set_text(
+            &self.last_id,
+            if s.last_event_id.is_empty() {
+                "–"
+            } else {
+                &s.last_event_id
+            },
+        );
+        set_text(&self.detail, &detail(s));
+        match &s.error {
+            Some(e) => {
+                set_text(&self.error, e);
+                let _ = self.error.remove_attribute("hidden");
+            }
+            None => {
+                set_text(&self.error, "");
+                let _ = self.error.set_attribute("hidden", "");
+            }
+        }
+        self.render_log(s);
+    }
+
+    fn render_log(&self, s: &State) {
+        self.log.set_inner_html("");
+        for entry in s.log.iter().rev() {
+            let Ok(row) = self.doc.create_element("li") else {
+                return;
+            };
+            let _ = row.set_attribute("class", &format!("kind-{}", entry.kind));
+            for (class, text) in [
+                ("at", format!("{:>7.3}s", entry.at_ms as f64 / 1000.0)),
+                ("kind", entry.kind.to_owned()),
+                ("id", entry.id.clone()),
+                ("data", entry.data.clone()),
+            ] {
+                if let Ok(cell) = self.doc.create_element("span") {
+                    let _ = cell.set_attribute("class", class);
+                    cell.set_text_content(Some(&text));
+                    let _ = row.append_child(&cell);
+                }
+            }
+            let _ = self.log.append_child(&row);
+        }
+    }
+}
+
+/// One sentence on what the state means.
+fn detail(s: &State) -> String {
+    use crate::state::Conn;
+    match s.conn {
+        Conn::Idle => "Not connected yet.".into(),
+        Conn::Connecting => "Opening the EventSource…".into(),
+        Conn::Open => "Receiving ticks.".into(),
+        Conn::Reconnecting => {
+            "The connection failed; the browser is reconnecting by itself with Last-Event-ID."
+                .into()
+        }
+        Conn::Finished => match s.end_reason {
+            Some(reason) => format!(
+                "The server sent `end` (reason: {reason}); the page closed the EventSource."
+            ),
+            None => "The server sent `end`; the page closed the EventSource.".into(),
+        },
+        Conn::ClosedOnError => {
+            "The connection failed and the page closed the EventSource: no reconnect.".into()
+        }
+        Conn::ClosedByUser => "You closed the EventSource; the server stopped the stream.".into(),
+    }
+}
+
+fn set_text(el: &Element, text: &str) {
+    if el.text_content().as_deref() != Some(text) {
+        el.set_text_content(Some(text));
+    }
+}
