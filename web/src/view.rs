@@ -145,9 +145,9 @@ fn detail(s: &State) -> String {
         }
         Conn::Finished => match s.end_reason {
             Some(reason) => format!(
-                "The server sent `end` (reason: {reason}); the page closed the EventSource."
+                "The server sent its end event (reason: {reason}); the page closed the EventSource."
             ),
-            None => "The server sent `end`; the page closed the EventSource.".into(),
+            None => "The server sent its end event; the page closed the EventSource.".into(),
         },
         Conn::ClosedOnError => {
             "The connection failed and the page closed the EventSource: no reconnect.".into()

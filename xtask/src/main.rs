@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod reliability;
+mod screenshots;
 mod setup;
 mod test;
 mod util;
@@ -27,6 +28,9 @@ enum Task {
     /// Run the churn, flood, stall, shutdown and hostile-input tests larger, against a
     /// release build, and write docs/reliability.md from their figures.
     Reliability(reliability::Args),
+    /// Take screenshots of the page in each state (headless Chromium) into
+    /// docs/screenshots/.
+    Screenshots,
     /// Benchmark sse-counter against the seed's Express handler, naive warp and the
     /// bare-write floor, and write docs/benchmarks.md (loopback only).
     Bench(bench::Args),
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo(args) => demo::run_demo(args),
         Task::Test(args) => test::run_tests(args),
         Task::Reliability(args) => reliability::run_reliability(args),
+        Task::Screenshots => screenshots::run_screenshots(),
         Task::Bench(args) => bench::run_bench(args),
         Task::Setup { browser } => {
             setup::page_tools()?;
