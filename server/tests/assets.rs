@@ -155,3 +155,40 @@ async fn a_missing_page_says_how_to_build_it() {
     // The API works without the page.
     assert_eq!(server.fetch("/healthz").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_page_carries_a_strict_content_security_policy() {
+    let root = TempDir::new("csp");
+    let dist = root.path().join("dist");
+    std::fs::create_dir(&dist).unwrap();
+    // What trunk writes: an inline module that loads the wasm.
+    let inline = "\nimport init from '/web-0123456789abcdef.js';\nawait init();\n";
+    std::fs::write(
+        dist.join("index.html"),
+        format!("<!doctype html><head><script type=\"module\">{inline}</script></head>"),
+    )
+    .unwrap();
+    let server = spawn(Config {
+        static_dir: dist,
+        ..config()
+    })
+    .await;
+    let reply = server.fetch("/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let csp = reply
+        .header("content-security-policy")
+        .expect("a content-security-policy on the page");
+    let hash =
+        server::routes::assets::content_security_policy(&format!("<script>{inline}</script>"));
+    assert_eq!(csp, hash, "the policy names the page's own inline script");
+    for part in [
+        "default-src 'none'",
+        "script-src 'self' 'wasm-unsafe-eval' 'sha256-",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{part} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+}
