@@ -6,6 +6,8 @@
 //! Needs the page built (`cargo xtask test` builds it; or `trunk build --release`) and
 //! Debian's `chromium` and `chromium-driver` (`cargo xtask test` installs them).
 
+mod prom;
+
 use fantoccini::{ClientBuilder, Locator};
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
@@ -387,25 +389,11 @@ impl Harness {
         .await
         .expect("GET /metrics hung")
         .expect("GET /metrics failed");
-        body.lines()
-            .find_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                (k == name).then(|| v.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
+        prom::value(&body, name)
     }
 
     async fn wait_metric(&self, name: &str, want: f64) {
-        let deadline = Instant::now() + WAIT;
-        let mut last = f64::NAN;
-        while Instant::now() < deadline {
-            last = self.metric(name).await;
-            if last == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{name} never reached {want} (last: {last})");
+        prom::wait_for(name, want, WAIT, async || self.metric(name).await).await;
     }
 
     /// Saves a screenshot of the page as `docs/screenshots/<name>.png` when

@@ -2,6 +2,7 @@
 //! oversized requests, a corpus of malformed requests, and the metrics moved off the main
 //! address. Real sockets on 127.0.0.1:0.
 
+mod prom;
 mod report;
 
 use server::Config;
@@ -57,27 +58,11 @@ impl Server {
         let addr = self.metrics_addr.unwrap_or(self.addr);
         let (status, body) = request(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-        body.lines()
-            .find_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                (k == name).then(|| v.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+        prom::value(&body, name)
     }
 
     async fn wait_metric(&self, name: &str, want: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got = self.metric(name).await;
-            if got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} stuck at {got}, want {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        prom::wait_for(name, want, WAIT, async || self.metric(name).await).await;
     }
 }
 

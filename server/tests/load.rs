@@ -2,6 +2,7 @@
 //! and churn (thousands of streams opened and dropped in random ways) that must leave no
 //! stream open and the resident memory back where it was.
 
+mod prom;
 mod report;
 
 use report::{record, scale};
@@ -89,28 +90,11 @@ impl Binary {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let body = get(self.addr, "/metrics").await;
-        body.lines()
-            .find_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                (k == name).then(|| v.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("{name} missing"))
+        prom::value(&get(self.addr, "/metrics").await, name)
     }
 
     async fn wait_metric(&self, name: &str, want: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got = self.metric(name).await;
-            if got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} stuck at {got}, want {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        prom::wait_for(name, want, WAIT, async || self.metric(name).await).await;
     }
 }
 
