@@ -52,7 +52,9 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     let status = std::fs::read_to_string(dir.join("status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     let (utime, stime) = parse_stat_cpu(&stat).context("unexpected /proc/PID/stat format")?;
-    let rss_kib = parse_status_kib(&status, "VmRSS").context("no VmRSS in /proc/PID/status")?;
+    // An exited process not yet reaped (a zombie) still has a status, without VmRSS.
+    let rss_kib = parse_status_kib(&status, "VmRSS")
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status: the process has exited"))?;
     Ok(ProcSample {
         cpu_us_ticks: (utime + stime) * (1_000_000 / CLOCK_TICKS_PER_SEC),
         cpu_ns_sched: sched_sum(&dir.join("task")),

@@ -372,7 +372,12 @@ fn run_one(
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run sse-bench")?;
-    anyhow::ensure!(out.status.success(), "sse-bench exited with {}", out.status);
+    anyhow::ensure!(
+        out.status.success(),
+        "sse-bench exited with {} (the server's log: {})",
+        out.status,
+        log.strip_prefix(root).unwrap_or(log).display()
+    );
     let report: Value = serde_json::from_slice(&out.stdout).context("sse-bench's JSON")?;
     eprintln!(
         "  {}: {} established, {} failed, {:.0} events/s, {} µs CPU/event, {} KiB/stream, headers p99 {} ms",
@@ -644,6 +649,21 @@ fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<Strin
         meta.repeats,
         if meta.repeats == 1 { "" } else { "s" }
     )?;
+    let busy = |load: &str| {
+        load.split_whitespace()
+            .next()
+            .and_then(|l| l.parse::<f64>().ok())
+            .is_some_and(|l| l > 1.0)
+    };
+    if busy(&meta.load.0) || busy(&meta.load.1) {
+        writeln!(
+            md,
+            "- **the machine was busy with other work during the run** (load average above 1 on \
+             {} cores): the figures are noisy, latency and time to headers most of all; see the \
+             spread over the repeats under each table.",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        )?;
+    }
     if meta.quick {
         writeln!(
             md,
@@ -726,7 +746,7 @@ fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<Strin
         writeln!(
             md,
             "| 19,900 streams held at 1 Hz: zero failures, no gaps, no repeats, latency p99 ≤ 1 ms | {} held of {}, {failed} failed, {gaps} gaps, {repeats} repeats, latency p99 {} ms | {} |",
-            fmt(held, 0),
+            held.map_or_else(|| "n/a".into(), |h| thousands(h as u64)),
             thousands(sc.streams),
             fmt(p99, 3),
             status(met, problems.join(", "), sc.streams >= MAX_HELD)
@@ -793,6 +813,31 @@ fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<Strin
                 c / f
             )?;
         }
+        if res.runs[si][0].len() > 1 {
+            writeln!(md, "\nSpread over the repeats (min–max):\n")?;
+            for (pi, peer) in PEERS.into_iter().enumerate() {
+                let runs = &res.runs[si][pi];
+                let spread = |get: Getter, decimals: usize| {
+                    let xs: Vec<f64> = runs
+                        .iter()
+                        .filter(|r| !r.is_null())
+                        .filter_map(get)
+                        .collect();
+                    let lo = xs.iter().copied().reduce(f64::min);
+                    let hi = xs.iter().copied().reduce(f64::max);
+                    format!("{}–{}", fmt(lo, decimals), fmt(hi, decimals))
+                };
+                writeln!(
+                    md,
+                    "- {}: CPU per event {} µs, memory per stream {} KiB, latency p99 {} ms, time to headers p99 {} ms",
+                    peer.label(),
+                    spread(cpu, 1),
+                    spread(mem_kib, 1),
+                    spread(|v| ms(v, "latency_us", "p99"), 1),
+                    spread(headers_p99_ms, 1),
+                )?;
+            }
+        }
         let errors: Vec<String> = (0..3)
             .flat_map(|pi| {
                 res.runs[si][pi].iter().flat_map(move |r| {
@@ -844,6 +889,9 @@ fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<Strin
          - Express runs the seed's handler as it is, one `setInterval` per client and a \
          `console.log` per closed stream, so its events/s falls below the expected rate as timers \
          drift. Its first connections also pay V8's warm-up.\n\
+         - The load generator, the servers and whatever else runs on the machine share its cores: \
+         latency and time to headers are the first figures to suffer when something else runs, \
+         CPU per event and memory per stream the least.\n\
          - Server logs and the raw JSON of every run are in `target/bench/`.",
         63
     )?;
