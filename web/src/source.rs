@@ -11,12 +11,19 @@ use web_sys::{Event, EventSource, MessageEvent};
 /// How a callback hands an input to the page.
 pub type Dispatch = Rc<dyn Fn(Msg)>;
 
+/// One `EventSource` and the Rust callbacks it calls. JavaScript holds only borrowed
+/// references to the closures, so they must live exactly as long as the connection:
+/// here, owned next to it, and freed by [`Drop`] after the source is closed and detached.
 pub struct Source {
     es: EventSource,
-    on_open: Closure<dyn FnMut(Event)>,
-    on_message: Closure<dyn FnMut(MessageEvent)>,
+    /// Held for the handler set with `onopen`; never called from Rust.
+    _on_open: Closure<dyn FnMut(Event)>,
+    /// Held for the handler set with `onmessage` (the ticks).
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    /// The `end` listener, also needed to remove it again.
     on_end: Closure<dyn FnMut(MessageEvent)>,
-    on_error: Closure<dyn FnMut(Event)>,
+    /// Held for the handler set with `onerror`.
+    _on_error: Closure<dyn FnMut(Event)>,
 }
 
 impl Source {
@@ -51,10 +58,10 @@ impl Source {
         es.add_event_listener_with_callback(shared::events::END, on_end.as_ref().unchecked_ref())?;
         Ok(Source {
             es,
-            on_open,
-            on_message,
+            _on_open: on_open,
+            _on_message: on_message,
             on_end,
-            on_error,
+            _on_error: on_error,
         })
     }
 }
@@ -69,8 +76,8 @@ impl Drop for Source {
             shared::events::END,
             self.on_end.as_ref().unchecked_ref(),
         );
-        // The closures are freed with the struct; touching them here documents that they
-        // live exactly as long as the connection.
-        let _ = (&self.on_open, &self.on_message, &self.on_error);
+        // The closures are freed right after this, with the struct. That is safe even when
+        // this drop runs inside one of them (the `end` handler closes its own source):
+        // wasm-bindgen defers freeing a closure until its running call returns.
     }
 }
