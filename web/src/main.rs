@@ -1,6 +1,11 @@
 //! Start-up glue for the sse-counter page: builds the view, wires the buttons, and runs
 //! every input through the state machine, applying its effects (open or close the
 //! EventSource, fetch why a stream was refused).
+//!
+//! trunk builds this binary crate for the browser, where wasm-bindgen calls `main` once
+//! the module is instantiated. On the host it compiles too (web-sys builds everywhere,
+//! its calls only work in a browser), so `cargo test -p web` runs the state machine's
+//! tests natively.
 
 mod source;
 mod state;
@@ -49,50 +54,48 @@ fn dispatch(app: &Rc<RefCell<App>>, msg: Msg) {
                     }
                 }
             }
-            Effect::FetchRefusal(url) => fetch_refusal(url, app_ref.dispatch.clone()),
+            Effect::AskWhy { url, serial } => ask_why(url, serial, app_ref.dispatch.clone()),
         }
     }
     app_ref.view.render(&app_ref.state);
 }
 
-/// An EventSource only says "error"; the answer's status and JSON body say why.
-fn fetch_refusal(url: String, dispatch: Option<Dispatch>) {
+/// An EventSource only says "error"; the answer's status and JSON body say why. The
+/// answer goes back to the state machine as [`Msg::Why`] for connection `serial`.
+fn ask_why(url: String, serial: u64, dispatch: Option<Dispatch>) {
     let Some(dispatch) = dispatch else {
         return;
     };
     wasm_bindgen_futures::spawn_local(async move {
-        let Some(window) = web_sys::window() else {
-            return;
-        };
-        let Ok(res) = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str(&url)).await
-        else {
-            return;
-        };
-        let Ok(res) = res.dyn_into::<web_sys::Response>() else {
-            return;
-        };
-        let status = res.status();
-        if res.ok() {
-            // The server took it this time: do not hold a stream open just to read it.
-            if let Some(body) = res.body() {
-                let _ = body.cancel();
-            }
-            dispatch(Msg::Refused {
-                status,
-                body: String::new(),
-            });
-            return;
-        }
-        let body = match res.text() {
-            Ok(p) => wasm_bindgen_futures::JsFuture::from(p)
-                .await
-                .ok()
-                .and_then(|v| v.as_string())
-                .unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        dispatch(Msg::Refused { status, body });
+        let answer = fetch_answer(&url).await;
+        dispatch(Msg::Why { serial, answer });
     });
+}
+
+/// The status and body of `GET url`, or `None` when no answer came (server down).
+async fn fetch_answer(url: &str) -> Option<(u16, String)> {
+    use wasm_bindgen_futures::JsFuture;
+    let window = web_sys::window()?;
+    let res = JsFuture::from(window.fetch_with_str(url)).await.ok()?;
+    let res = res.dyn_into::<web_sys::Response>().ok()?;
+    let status = res.status();
+    if res.ok() {
+        // A 200 is a stream that opens fine this time: do not hold it open just to read
+        // it. (A 204 has no body to cancel.)
+        if let Some(body) = res.body() {
+            let _ = body.cancel();
+        }
+        return Some((status, String::new()));
+    }
+    let body = match res.text() {
+        Ok(p) => JsFuture::from(p)
+            .await
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    Some((status, body))
 }
 
 /// Calls `f` on every click of the element with this `data-testid`.
@@ -119,7 +122,7 @@ fn start() -> Result<(), JsValue> {
     let window = web_sys::window().ok_or("no window")?;
     let doc = window.document().ok_or("no document")?;
     let view = view::View::new(doc.clone())?;
-    view.prefill(&window.location().search().unwrap_or_default());
+    let autoconnect = view.prefill(&window.location().search().unwrap_or_default());
     let app = Rc::new(RefCell::new(App {
         state: State::default(),
         view,
@@ -148,6 +151,12 @@ fn start() -> Result<(), JsValue> {
     {
         let a = app.borrow();
         a.view.render(&a.state);
+    }
+    if autoconnect {
+        // `/?count=3&interval_ms=200&autoconnect=1`: for demo links and headless
+        // screenshots, which cannot click Connect.
+        let form = app.borrow().view.form();
+        d(Msg::Connect(form));
     }
     // The app lives as long as the page; the dispatcher holds it only weakly.
     std::mem::forget(app);

@@ -18,7 +18,7 @@ pub enum Conn {
     /// The server sent `end`; the page closed the source.
     Finished,
     /// An error with close-on-error on (the page closed the source), or one after which
-    /// the browser gave up by itself (an HTTP error: it never retries those).
+    /// the browser gave up by itself (see [`State::browser_gave_up`]).
     ClosedOnError,
     /// The Close button.
     ClosedByUser,
@@ -79,6 +79,30 @@ impl Form {
             drop_after,
         })
     }
+
+    /// Applies the page's own query string (`location.search`) to the form, so that a
+    /// link opens with its settings: `count`, `interval_ms` (or `interval`, the input's
+    /// name), `drop_after`, `close_on_error=0|1`. Returns whether it also asks to connect
+    /// at once (`autoconnect=1`), which is what demos and headless screenshots use, since
+    /// they cannot click: `/?count=3&interval_ms=200&autoconnect=1`.
+    ///
+    /// Values are taken as they are; Connect validates them like typed input.
+    pub fn apply_query(&mut self, query: &str) -> bool {
+        let mut autoconnect = false;
+        for pair in query.trim_start_matches('?').split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let on = !matches!(v, "0" | "false" | "off");
+            match k {
+                "count" => self.count = v.to_owned(),
+                "interval_ms" | "interval" => self.interval_ms = v.to_owned(),
+                "drop_after" => self.drop_after = v.to_owned(),
+                "close_on_error" => self.close_on_error = on,
+                "autoconnect" => autoconnect = on,
+                _ => {}
+            }
+        }
+        autoconnect
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,8 +120,12 @@ pub enum Msg {
     /// The EventSource's `error` event; `closed` is whether its readyState is CLOSED,
     /// meaning the browser itself will not reconnect.
     Error { closed: bool },
-    /// The body of the answer that refused the stream, fetched after an error.
-    Refused { status: u16, body: String },
+    /// The answer to [`Effect::AskWhy`] for connection number `serial`: its status and
+    /// body, or `None` when the server could not be reached at all.
+    Why {
+        serial: u64,
+        answer: Option<(u16, String)>,
+    },
 }
 
 /// What the glue must do after an update.
@@ -107,13 +135,16 @@ pub enum Effect {
     CloseSource,
     /// Open a new EventSource on this URL.
     OpenSource(String),
-    /// Fetch this URL to learn why the server refused the stream.
-    FetchRefusal(String),
+    /// `fetch` this URL and send back what the server answers as [`Msg::Why`]: an
+    /// EventSource reports only "error", never the status or the body.
+    AskWhy { url: String, serial: u64 },
 }
 
 /// One line of the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
+    /// 1, 2, ... over the page's life, so the view can add only the new lines.
+    pub seq: u64,
     /// Milliseconds since the page loaded.
     pub at_ms: u64,
     pub kind: &'static str,
@@ -134,12 +165,24 @@ pub struct State {
     pub end_reason: Option<EndReason>,
     /// A message for the person: bad input, or why the server refused.
     pub error: Option<String>,
+    /// In [`Conn::ClosedOnError`]: true when the browser closed the EventSource by
+    /// itself (an HTTP error or a 204 answer: it never retries those), false when the
+    /// page did because close-on-error is on.
+    pub browser_gave_up: bool,
     close_on_error: bool,
-    /// The URL of the current stream, to fetch the refusal from.
-    url: Option<String>,
+    /// Counts Connect clicks, so a late answer to [`Effect::AskWhy`] about an earlier
+    /// connection is not shown against the current one.
+    serial: u64,
+    /// The current stream's parameters, to ask the server why it was refused.
+    params: Option<CounterParams>,
     /// Whether the current source has ever been open (an error before that is a refusal).
     was_open: bool,
+    /// Asked once per connection: a browser retrying a dead server every `retry` delay
+    /// should not make the page fetch as often.
+    asked_why: bool,
     pub log: VecDeque<LogEntry>,
+    /// The `seq` of the last log entry.
+    log_seq: u64,
 }
 
 /// The log keeps this many entries; older ones scroll away.
@@ -155,10 +198,14 @@ impl Default for State {
             last_event_id: String::new(),
             end_reason: None,
             error: None,
+            browser_gave_up: false,
             close_on_error: true,
-            url: None,
+            serial: 0,
+            params: None,
             was_open: false,
+            asked_why: false,
             log: VecDeque::new(),
+            log_seq: 0,
         }
     }
 }
@@ -172,11 +219,14 @@ impl State {
                     *self = State {
                         conn: Conn::Connecting,
                         close_on_error: form.close_on_error,
-                        url: Some(url.clone()),
+                        serial: self.serial + 1,
+                        params: Some(params),
                         log: std::mem::take(&mut self.log),
+                        log_seq: self.log_seq,
                         ..State::default()
                     };
                     self.log(now_ms, "connect", "", &url);
+                    // A second Connect closes the open source before opening the new one.
                     vec![Effect::CloseSource, Effect::OpenSource(url)]
                 }
                 Err(e) => {
@@ -196,12 +246,19 @@ impl State {
                 if !self.conn.is_live() {
                     return Vec::new();
                 }
+                // A reconnect is an `open` after an error.
                 if self.conn == Conn::Reconnecting {
                     self.reconnects += 1;
                 }
                 self.conn = Conn::Open;
                 self.was_open = true;
-                self.log(now_ms, "open", "", "");
+                // Whatever went wrong before (say, the server was not up yet) is over.
+                self.error = None;
+                let detail = match self.last_event_id.as_str() {
+                    "" => String::new(),
+                    id => format!("resumed after Last-Event-ID {id}"),
+                };
+                self.log(now_ms, "open", "", &detail);
                 Vec::new()
             }
             Msg::Message { id, data } => {
@@ -239,16 +296,31 @@ impl State {
                 if !self.conn.is_live() {
                     return Vec::new();
                 }
-                let refused = !self.was_open || closed;
                 let mut effects = Vec::new();
-                if self.close_on_error || closed {
+                if self.close_on_error {
                     self.conn = Conn::ClosedOnError;
-                    let why = if closed && !self.close_on_error {
-                        "error: the browser gave up by itself"
-                    } else {
-                        "error: closed by the page, so the browser does not reconnect"
-                    };
-                    self.log(now_ms, "error", "", why);
+                    self.log(
+                        now_ms,
+                        "error",
+                        "",
+                        "closed by the page, so the browser does not reconnect",
+                    );
+                    effects.push(Effect::CloseSource);
+                } else if closed {
+                    // The browser gave up by itself: it does that on an HTTP error status,
+                    // a wrong content type or a 204, and never retries. Nothing will
+                    // reconnect, so "reconnecting" would be a lie, and "open" or
+                    // "finished" are wrong too; the connection is closed because of an
+                    // error, which is what `closed-on-error` says. The detail line and the
+                    // log say that the browser closed it, not the page.
+                    self.conn = Conn::ClosedOnError;
+                    self.browser_gave_up = true;
+                    self.log(
+                        now_ms,
+                        "error",
+                        "",
+                        "the browser gave up by itself: no reconnect",
+                    );
                     effects.push(Effect::CloseSource);
                 } else {
                     self.conn = Conn::Reconnecting;
@@ -256,28 +328,51 @@ impl State {
                         now_ms,
                         "error",
                         "",
-                        "error: the browser reconnects by itself with Last-Event-ID",
+                        "the browser reconnects by itself with Last-Event-ID",
                     );
                 }
-                if refused {
-                    if let Some(url) = &self.url {
-                        effects.push(Effect::FetchRefusal(url.clone()));
+                // An error before the stream ever opened, or one the browser gave up on,
+                // is a refusal (bad parameters, fault injection off, too many streams,
+                // server down): ask the server for the reason it gives.
+                if (!self.was_open || closed) && !self.asked_why {
+                    if let Some(mut params) = self.params {
+                        self.asked_why = true;
+                        // Ask as the browser did: a resume sends the last id it saw.
+                        params.last_event_id = self.last_event_id.parse().ok();
+                        effects.push(Effect::AskWhy {
+                            url: params.to_url(),
+                            serial: self.serial,
+                        });
                     }
                 }
                 effects
             }
-            Msg::Refused { status, body } => {
-                // A stream that opens fine is no refusal: nothing to say.
-                if (200..300).contains(&status) {
+            Msg::Why { serial, answer } => {
+                if serial != self.serial {
                     return Vec::new();
                 }
-                let message = match serde_json::from_str::<ErrorBody>(&body) {
-                    Ok(e) if e.param.as_deref() == Some(params::DROP_AFTER) => format!(
-                        "This server does not allow fault injection: start it with \
-                         --allow-fault-injection to simulate a network drop ({status})"
+                let message = match answer {
+                    None => {
+                        "Cannot reach the server: is it running? (`cargo run -p server`)".to_owned()
+                    }
+                    Some((204, _)) => format!(
+                        "The server answered 204 No Content to the resume after id {}: the \
+                         stream has nothing left, and a 204 stops the browser for good",
+                        self.last_event_id
                     ),
-                    Ok(e) => format!("The server refused the stream: {} ({status})", e.error),
-                    Err(_) => format!("The server refused the stream ({status})"),
+                    // The stream opens fine now: whatever it was has passed.
+                    Some((status, _)) if (200..300).contains(&status) => return Vec::new(),
+                    Some((status, body)) => match serde_json::from_str::<ErrorBody>(&body) {
+                        Ok(e) if e.param.as_deref() == Some(params::DROP_AFTER) => format!(
+                            "This server does not allow fault injection, so it refused \
+                             drop_after (HTTP {status}). Start it with \
+                             --allow-fault-injection to simulate a network drop"
+                        ),
+                        Ok(e) => {
+                            format!("The server refused the stream (HTTP {status}): {}", e.error)
+                        }
+                        Err(_) => format!("The server refused the stream (HTTP {status})"),
+                    },
                 };
                 self.log(now_ms, "refused", "", &message);
                 self.error = Some(message);
@@ -290,7 +385,9 @@ impl State {
         if self.log.len() == LOG_LIMIT {
             self.log.pop_front();
         }
+        self.log_seq += 1;
         self.log.push_back(LogEntry {
+            seq: self.log_seq,
             at_ms,
             kind,
             id: id.to_owned(),
@@ -470,14 +567,72 @@ mod tests {
             fx,
             vec![
                 Effect::CloseSource,
-                Effect::FetchRefusal("/api/counter?count=3&interval_ms=100&drop_after=2".into())
+                Effect::AskWhy {
+                    url: "/api/counter?count=3&interval_ms=100&drop_after=2".into(),
+                    serial: 1,
+                }
             ]
         );
         assert_eq!(s.conn, Conn::ClosedOnError);
+        assert!(
+            !s.browser_gave_up,
+            "close-on-error is on: the page closed it"
+        );
         s.update(
-            Msg::Refused {
-                status: 400,
-                body: r#"{"error":"drop_after (fault injection) is not enabled on this server","param":"drop_after"}"#.into(),
+            Msg::Why {
+                serial: 1,
+                answer: Some((400, r#"{"error":"drop_after (fault injection) is not enabled on this server","param":"drop_after"}"#.into())),
+            },
+            2,
+        );
+        let error = s.error.as_deref().unwrap();
+        assert!(error.contains("--allow-fault-injection"), "{error}");
+        assert_eq!(s.log.back().unwrap().kind, "refused");
+    }
+
+    #[test]
+    fn other_refusals_show_the_servers_reason() {
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", true)), 0);
+        s.update(Msg::Error { closed: true }, 1);
+        s.update(
+            Msg::Why {
+                serial: 1,
+                answer: Some((503, r#"{"error":"too many open streams"}"#.into())),
+            },
+            2,
+        );
+        assert_eq!(
+            s.error.as_deref(),
+            Some("The server refused the stream (HTTP 503): too many open streams")
+        );
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", true)), 0);
+        s.update(Msg::Error { closed: true }, 1);
+        s.update(
+            Msg::Why {
+                serial: 1,
+                answer: Some((502, "<html>bad gateway</html>".into())),
+            },
+            2,
+        );
+        assert_eq!(
+            s.error.as_deref(),
+            Some("The server refused the stream (HTTP 502)")
+        );
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named_and_asked_about_once() {
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", false)), 0);
+        let fx = s.update(Msg::Error { closed: false }, 1);
+        assert!(matches!(fx.as_slice(), [Effect::AskWhy { .. }]), "{fx:?}");
+        assert_eq!(s.conn, Conn::Reconnecting);
+        s.update(
+            Msg::Why {
+                serial: 1,
+                answer: None,
             },
             2,
         );
@@ -485,28 +640,83 @@ mod tests {
             .error
             .as_deref()
             .unwrap()
-            .contains("--allow-fault-injection"));
+            .contains("Cannot reach the server"));
+        // The browser keeps retrying; the page does not keep fetching.
+        assert!(s.update(Msg::Error { closed: false }, 3).is_empty());
+        // The server comes up: the stream opens and the message goes away.
+        s.update(Msg::Opened, 4);
+        assert_eq!(
+            (s.conn, s.reconnects, s.error.as_deref()),
+            (Conn::Open, 1, None)
+        );
+    }
+
+    #[test]
+    fn a_late_answer_about_an_earlier_connection_is_ignored() {
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", true)), 0);
+        s.update(Msg::Error { closed: true }, 1);
+        s.update(Msg::Connect(form("4", "", true)), 2);
+        s.update(
+            Msg::Why {
+                serial: 1,
+                answer: Some((400, r#"{"error":"old"}"#.into())),
+            },
+            3,
+        );
+        assert_eq!((s.conn, s.error.as_deref()), (Conn::Connecting, None));
     }
 
     #[test]
     fn the_browser_giving_up_is_closed_on_error_even_without_close_on_error() {
         let mut s = connected(false);
-        let fx = s.update(Msg::Error { closed: true }, 2);
-        assert!(fx.contains(&Effect::CloseSource));
+        s.update(tick(1), 2);
+        s.update(tick(2), 3);
+        let fx = s.update(Msg::Error { closed: true }, 4);
+        // It asks again as the browser did: resuming after the last id it saw.
+        assert_eq!(
+            fx,
+            vec![
+                Effect::CloseSource,
+                Effect::AskWhy {
+                    url: "/api/counter?count=5&interval_ms=100&last_event_id=2".into(),
+                    serial: 1,
+                }
+            ]
+        );
         assert_eq!(s.conn, Conn::ClosedOnError);
+        assert!(s.browser_gave_up);
+        assert!(s.log.back().unwrap().data.contains("the browser gave up"));
+        s.update(
+            Msg::Why {
+                serial: 1,
+                answer: Some((204, String::new())),
+            },
+            5,
+        );
+        assert!(s.error.as_deref().unwrap().contains("204 No Content"));
     }
 
     #[test]
     fn a_refusal_that_was_not_one_says_nothing() {
-        let mut s = connected(true);
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", true)), 0);
+        s.update(Msg::Error { closed: false }, 1);
         s.update(
-            Msg::Refused {
-                status: 200,
-                body: String::new(),
+            Msg::Why {
+                serial: 1,
+                answer: Some((200, String::new())),
             },
             2,
         );
         assert_eq!(s.error, None);
+    }
+
+    #[test]
+    fn a_drop_after_opening_is_no_refusal() {
+        let mut s = connected(false);
+        s.update(tick(1), 2);
+        assert!(s.update(Msg::Error { closed: false }, 3).is_empty());
     }
 
     #[test]
@@ -534,5 +744,48 @@ mod tests {
             s.log.back().unwrap().id,
             (LOG_LIMIT as u64 + 50).to_string()
         );
+    }
+
+    #[test]
+    fn log_entries_are_numbered_across_connections() {
+        let mut s = connected(true);
+        s.update(Msg::Connect(form("3", "", true)), 2);
+        let seqs: Vec<u64> = s.log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let kinds: Vec<&str> = s.log.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["connect", "open", "connect"]);
+    }
+
+    #[test]
+    fn bad_input_leaves_an_open_stream_alone() {
+        let mut s = connected(true);
+        assert!(s.update(Msg::Connect(form("x", "", true)), 2).is_empty());
+        assert_eq!(s.conn, Conn::Open);
+        assert!(s.error.as_deref().unwrap().starts_with("count must be"));
+        // A good Connect clears the message.
+        s.update(Msg::Connect(form("3", "", true)), 3);
+        assert_eq!(s.error, None);
+    }
+
+    #[test]
+    fn the_query_fills_the_form_and_may_ask_to_connect() {
+        let mut f = form("10", "", true);
+        assert!(!f.apply_query(""));
+        assert_eq!(f, form("10", "", true));
+        let auto = f.apply_query("?count=3&interval=200&drop_after=2&close_on_error=0&x=1");
+        assert!(!auto);
+        assert_eq!(
+            (
+                f.count.as_str(),
+                f.interval_ms.as_str(),
+                f.drop_after.as_str()
+            ),
+            ("3", "200", "2")
+        );
+        assert!(!f.close_on_error);
+        assert!(f.apply_query("?interval_ms=50&close_on_error=1&autoconnect=1"));
+        assert_eq!((f.interval_ms.as_str(), f.close_on_error), ("50", true));
+        assert!(f.apply_query("?autoconnect"));
+        assert!(!f.apply_query("?autoconnect=0"));
     }
 }

@@ -1,6 +1,7 @@
 //! Renders the state into the page's elements, found once by their `data-testid`.
 
-use crate::state::{Form, State};
+use crate::state::{Form, State, LOG_LIMIT};
+use std::cell::Cell;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{Document, Element, HtmlInputElement};
 
@@ -18,6 +19,9 @@ pub struct View {
     interval: HtmlInputElement,
     drop_after: HtmlInputElement,
     close_on_error: HtmlInputElement,
+    /// The `seq` of the newest log line on the page: each render adds only newer lines,
+    /// rather than rebuilding 200 rows for every tick.
+    log_shown: Cell<u64>,
 }
 
 fn by_testid(doc: &Document, id: &str) -> Result<Element, JsValue> {
@@ -46,6 +50,7 @@ impl View {
             interval: input(&doc, "interval")?,
             drop_after: input(&doc, "drop-after")?,
             close_on_error: input(&doc, "close-on-error")?,
+            log_shown: Cell::new(0),
             doc,
         })
     }
@@ -60,28 +65,29 @@ impl View {
         }
     }
 
-    /// Fills the form from the page's query (`?count=3&interval_ms=200&drop_after=2`
-    /// `&close_on_error=0`), so a demo link opens with its settings.
-    pub fn prefill(&self, query: &str) {
-        for pair in query.trim_start_matches('?').split('&') {
-            let Some((k, v)) = pair.split_once('=') else {
-                continue;
-            };
-            match k {
-                "count" => self.count.set_value(v),
-                "interval_ms" => self.interval.set_value(v),
-                "drop_after" => self.drop_after.set_value(v),
-                "close_on_error" => self.close_on_error.set_checked(v != "0"),
-                _ => {}
-            }
-        }
+    /// Fills the form from the page's query (see [`Form::apply_query`]) and returns
+    /// whether it asks to connect at once.
+    pub fn prefill(&self, query: &str) -> bool {
+        let mut form = self.form();
+        let autoconnect = form.apply_query(query);
+        self.count.set_value(&form.count);
+        self.interval.set_value(&form.interval_ms);
+        self.drop_after.set_value(&form.drop_after);
+        self.close_on_error.set_checked(form.close_on_error);
+        autoconnect
     }
 
     pub fn render(&self, s: &State) {
-        set_text(
-            &self.counter,
-            &s.counter.map_or_else(|| "–".to_owned(), |n| n.to_string()),
-        );
+        match s.counter {
+            Some(n) => {
+                set_text(&self.counter, &n.to_string());
+                let _ = self.counter.remove_attribute("data-empty");
+            }
+            None => {
+                set_text(&self.counter, "–");
+                let _ = self.counter.set_attribute("data-empty", "");
+            }
+        }
         set_text(&self.state, s.conn.as_str());
         let _ = self.state.set_attribute("data-state", s.conn.as_str());
         set_text(&self.reconnects, &s.reconnects.to_string());
@@ -108,15 +114,17 @@ impl View {
         self.render_log(s);
     }
 
+    /// Adds the log lines not shown yet at the top (newest first) and drops the oldest
+    /// past [`LOG_LIMIT`], as the state does.
     fn render_log(&self, s: &State) {
-        self.log.set_inner_html("");
-        for entry in s.log.iter().rev() {
+        let shown = self.log_shown.get();
+        for entry in s.log.iter().filter(|e| e.seq > shown) {
             let Ok(row) = self.doc.create_element("li") else {
                 return;
             };
             let _ = row.set_attribute("class", &format!("kind-{}", entry.kind));
             for (class, text) in [
-                ("at", format!("{:>7.3}s", entry.at_ms as f64 / 1000.0)),
+                ("at", format!("{:.3}s", entry.at_ms as f64 / 1000.0)),
                 ("kind", entry.kind.to_owned()),
                 ("id", entry.id.clone()),
                 ("data", entry.data.clone()),
@@ -127,7 +135,14 @@ impl View {
                     let _ = row.append_child(&cell);
                 }
             }
-            let _ = self.log.append_child(&row);
+            let _ = self.log.prepend_with_node_1(&row);
+            self.log_shown.set(entry.seq);
+        }
+        while self.log.child_element_count() as usize > LOG_LIMIT {
+            match self.log.last_element_child() {
+                Some(old) => old.remove(),
+                None => break,
+            }
         }
     }
 }
@@ -149,6 +164,9 @@ fn detail(s: &State) -> String {
             ),
             None => "The server sent its end event; the page closed the EventSource.".into(),
         },
+        Conn::ClosedOnError if s.browser_gave_up => {
+            "The browser gave up by itself (an HTTP error or a 204 answer): no reconnect.".into()
+        }
         Conn::ClosedOnError => {
             "The connection failed and the page closed the EventSource: no reconnect.".into()
         }
