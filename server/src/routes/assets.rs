@@ -62,12 +62,16 @@ fn cache_control(path: &Path) -> &'static str {
     }
 }
 
-/// True for trunk's content-hashed names: a `-` then 16 hex digits before the suffix.
+/// True for trunk's content-hashed names: a `-` then the hash's hex digits before the
+/// suffix. The hash is a u64 written without leading zeros, so usually 16 digits and
+/// now and then fewer (15 was seen); 10 or more keeps short words out.
 fn is_hashed(name: &str) -> bool {
     let stem = name.split('.').next().unwrap_or("");
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);
     match stem.rsplit_once('-') {
-        Some((_, hash)) => hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        Some((_, hash)) => {
+            (10..=16).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        }
         None => false,
     }
 }
@@ -128,6 +132,10 @@ mod tests {
     fn only_hashed_names_are_cached_long() {
         assert!(is_hashed("web-1a2b3c4d5e6f7a8b.js"));
         assert!(is_hashed("web-1a2b3c4d5e6f7a8b_bg.wasm"));
+        assert!(
+            is_hashed("web-a3683c037a122ae.js"),
+            "15 digits: a leading zero dropped"
+        );
         assert!(!is_hashed("index.html"));
         assert!(!is_hashed("web-123.js"));
         assert!(!is_hashed("my-style.css"));
