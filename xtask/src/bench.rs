@@ -743,13 +743,36 @@ fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<Strin
             problems.push(format!("latency p99 {} ms", fmt(p99, 2)));
         }
         let met = (!runs.is_empty() && held.is_some()).then_some(problems.is_empty());
+        // The status goes by the median; a run above the limit is still named.
+        let p99s: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| ms(r, "latency_us", "p99"))
+            .collect();
+        let p99_range = if p99s.len() > 1 {
+            let lo = p99s.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = p99s.iter().copied().fold(0.0, f64::max);
+            format!(" (median; runs {lo:.3}–{hi:.3} ms)")
+        } else {
+            String::new()
+        };
+        let slow = p99s.iter().filter(|&&p| p > 1.0).count();
+        let slow_note = if slow > 0 && met == Some(true) {
+            format!(
+                " in the median; {slow} of {} runs had latency p99 above 1 ms",
+                p99s.len()
+            )
+        } else {
+            String::new()
+        };
         writeln!(
             md,
-            "| 19,900 streams held at 1 Hz: zero failures, no gaps, no repeats, latency p99 ≤ 1 ms | {} held of {}, {failed} failed, {gaps} gaps, {repeats} repeats, latency p99 {} ms | {} |",
+            "| 19,900 streams held at 1 Hz: zero failures, no gaps, no repeats, latency p99 ≤ 1 ms | {} held of {}, {failed} failed, {gaps} gaps, {repeats} repeats, latency p99 {} ms{} | {}{} |",
             held.map_or_else(|| "n/a".into(), |h| thousands(h as u64)),
             thousands(sc.streams),
             fmt(p99, 3),
-            status(met, problems.join(", "), sc.streams >= MAX_HELD)
+            p99_range,
+            status(met, problems.join(", "), sc.streams >= MAX_HELD),
+            slow_note
         )?;
     }
     if let Some(i) = by_name("burst") {
@@ -1008,6 +1031,39 @@ mod tests {
             serde_json::json!({"server": {"cpu_us_per_event": 7.0}}),
         ];
         assert_eq!(med(&runs, cpu), Some(6.0));
+    }
+
+    #[test]
+    fn the_held_target_goes_by_the_median_and_names_slow_runs() {
+        let plan = scenarios(false);
+        let held = plan.iter().position(|s| s.name == "most held").unwrap();
+        let run = |p99: u64| {
+            serde_json::json!({
+                "open_at_window_end": 19_900, "failed_total": 0, "gaps": 0, "repeats": 0,
+                "latency_us": {"p99": p99},
+            })
+        };
+        let mut runs: Vec<[Vec<Value>; 3]> = plan.iter().map(|_| Default::default()).collect();
+        runs[held][0] = vec![run(7807), run(775), run(639)];
+        let res = Results {
+            runs,
+            floors: vec![9.0],
+            failures: Vec::new(),
+        };
+        let meta = Meta {
+            command: "cargo xtask bench".into(),
+            repeats: 3,
+            quick: false,
+            took: Duration::from_secs(1),
+            load: ("0.1".into(), "0.1".into()),
+            server_tree: "abc".into(),
+        };
+        let md = render(&plan, &res, &meta).unwrap();
+        assert!(md.contains(
+            "| 19,900 held of 19,900, 0 failed, 0 gaps, 0 repeats, latency p99 0.775 ms \
+             (median; runs 0.639–7.807 ms) | **met** in the median; 1 of 3 runs had latency p99 \
+             above 1 ms |"
+        ));
     }
 
     #[test]
