@@ -141,6 +141,8 @@ pub struct CounterStream {
     /// One timer per stream, set to whichever comes first: the next tick or the next
     /// keep-alive.
     timer: Pin<Box<Sleep>>,
+    /// The wake-up grid of this stream's timer (see [`on_grid`]).
+    grid: Duration,
     /// Ticks sent on this connection, for `drop_after`.
     sent_here: u64,
     shutdown: Pin<Box<OwnedNotified>>,
@@ -162,6 +164,7 @@ impl CounterStream {
             next_tick,
             last_write: now,
             timer: Box::pin(tokio::time::sleep_until(next_tick)),
+            grid: grid_for(plan.interval),
             sent_here: 0,
             shutdown: Box::pin(state.shutdown.clone().notified_owned()),
             permit,
@@ -176,7 +179,7 @@ impl CounterStream {
             .checked_add(self.keep_alive)
             .unwrap_or(self.next_tick);
         let at = self.next_tick.min(keep_alive_at);
-        self.timer.as_mut().reset(at);
+        self.timer.as_mut().reset(on_grid(at, self.grid));
     }
 
     fn last_sent(&self) -> u64 {
@@ -275,6 +278,35 @@ impl Drop for CounterStream {
     }
 }
 
+/// The wake-up grid for a stream ticking every `interval`: a hundredth of it, between
+/// 1 ms (tokio's own timer resolution) and 3 ms.
+///
+/// Measured with `sse-bench` at 10,000 streams at 1 Hz on this 2-core machine (median of
+/// 3 runs): no grid 24.6 µs of server CPU per event, delivery p99 0.24 ms; a 3 ms cap
+/// 20.3 µs, p99 0.40 ms; a 10 ms cap 18.4 µs but p99 1.0 ms, the latency target's limit.
+fn grid_for(interval: Duration) -> Duration {
+    (interval / 100).clamp(Duration::from_millis(1), Duration::from_millis(3))
+}
+
+/// `at`, rounded up to the next multiple of `grid` counted from one process-wide origin.
+///
+/// Streams whose ticks fall in the same grid cell then wake together: the runtime runs
+/// them back to back and their clients are woken in a burst, instead of one thread
+/// wake-up per event. The schedule itself (`next_tick`) stays exact, so a stream still
+/// sends one tick per interval; each tick is only up to one grid cell (1% of the
+/// interval, at most 3 ms) late, and `sent_at_us` says when it really left.
+fn on_grid(at: Instant, grid: Duration) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let Some(since) = at.checked_duration_since(origin) else {
+        return at;
+    };
+    let grid_ns = grid.as_nanos().max(1);
+    let cells = since.as_nanos().div_ceil(grid_ns);
+    let rounded = Duration::from_nanos(u64::try_from(cells * grid_ns).unwrap_or(u64::MAX));
+    origin.checked_add(rounded).unwrap_or(at)
+}
+
 /// The server's wall clock in microseconds since the UNIX epoch.
 pub fn unix_micros() -> u64 {
     SystemTime::now()
@@ -364,6 +396,32 @@ mod tests {
         assert_eq!(events[1].event, shared::events::END);
         let end: shared::End = serde_json::from_str(&events[1].data).unwrap();
         assert_eq!(end.last, 1);
+    }
+
+    #[test]
+    fn timer_wake_ups_round_up_onto_the_grid() {
+        use super::{grid_for, on_grid};
+        use std::time::Duration;
+        assert_eq!(grid_for(Duration::from_millis(1)), Duration::from_millis(1));
+        assert_eq!(
+            grid_for(Duration::from_millis(200)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(grid_for(Duration::from_secs(1)), Duration::from_millis(3));
+        let now = tokio::time::Instant::now();
+        let grid = Duration::from_millis(3);
+        let a = on_grid(now + Duration::from_micros(100), grid);
+        let b = on_grid(now + Duration::from_micros(2900), grid);
+        assert!(a >= now + Duration::from_micros(100));
+        assert!(
+            a - (now + Duration::from_micros(100)) < grid,
+            "at most one cell late"
+        );
+        // Two deadlines in one cell wake together.
+        if b - now < grid {
+            assert_eq!(a, b);
+        }
+        assert_eq!(on_grid(a, grid), a, "a point on the grid stays");
     }
 
     #[test]
