@@ -590,32 +590,30 @@ mod tests {
         assert_eq!(s.log.back().unwrap().kind, "refused");
     }
 
-    #[test]
-    fn other_refusals_show_the_servers_reason() {
+    /// A stream that failed before it opened (the browser gave up, or not), and the
+    /// server's answer to the page asking why.
+    fn refused_before_opening(closed: bool, status: u16, body: &str) -> State {
         let mut s = State::default();
         s.update(Msg::Connect(form("3", "", true)), 0);
-        s.update(Msg::Error { closed: true }, 1);
+        s.update(Msg::Error { closed }, 1);
         s.update(
             Msg::Why {
                 serial: 1,
-                answer: Some((503, r#"{"error":"too many open streams"}"#.into())),
+                answer: Some((status, body.to_owned())),
             },
             2,
         );
+        s
+    }
+
+    #[test]
+    fn other_refusals_show_the_servers_reason() {
+        let s = refused_before_opening(true, 503, r#"{"error":"too many open streams"}"#);
         assert_eq!(
             s.error.as_deref(),
             Some("The server refused the stream (HTTP 503): too many open streams")
         );
-        let mut s = State::default();
-        s.update(Msg::Connect(form("3", "", true)), 0);
-        s.update(Msg::Error { closed: true }, 1);
-        s.update(
-            Msg::Why {
-                serial: 1,
-                answer: Some((502, "<html>bad gateway</html>".into())),
-            },
-            2,
-        );
+        let s = refused_before_opening(true, 502, "<html>bad gateway</html>");
         assert_eq!(
             s.error.as_deref(),
             Some("The server refused the stream (HTTP 502)")
@@ -699,16 +697,7 @@ mod tests {
 
     #[test]
     fn a_refusal_that_was_not_one_says_nothing() {
-        let mut s = State::default();
-        s.update(Msg::Connect(form("3", "", true)), 0);
-        s.update(Msg::Error { closed: false }, 1);
-        s.update(
-            Msg::Why {
-                serial: 1,
-                answer: Some((200, String::new())),
-            },
-            2,
-        );
+        let s = refused_before_opening(false, 200, "");
         assert_eq!(s.error, None);
     }
 
