@@ -18,6 +18,14 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// Liveness and readiness.
     pub const HEALTHZ: &str = "/healthz";
+    /// The shared live counter: one stream of changes for every subscriber.
+    pub const SHARED: &str = "/api/shared";
+    /// `POST` adds one to the shared counter.
+    pub const SHARED_INCREMENT: &str = "/api/shared/increment";
+    /// The page.
+    pub const INDEX: &str = "/";
+    /// Every route the server answers, for tests that prove each one is served.
+    pub const ALL: [&str; 6] = [COUNTER, SHARED, SHARED_INCREMENT, METRICS, HEALTHZ, INDEX];
 }
 
 /// Names used on the SSE wire.
@@ -31,6 +39,12 @@ pub mod events {
     pub const KEEP_ALIVE_COMMENT: &str = "keep-alive";
     /// The request header a browser sends when it reconnects.
     pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
+    /// On the shared stream: the client's last id cannot be continued from; its data is
+    /// a [`crate::Reset`] and the client replaces its value with it.
+    pub const RESET: &str = "reset";
+    /// On the shared stream: sent while idle instead of a comment, so that a page can
+    /// tell a quiet stream from a dead one. Carries no `id`.
+    pub const HEARTBEAT: &str = "heartbeat";
 }
 
 /// Query parameter names of [`paths::COUNTER`].
@@ -41,6 +55,8 @@ pub mod params {
     pub const DROP_AFTER: &str = "drop_after";
     /// Every parameter the stream understands; anything else is refused.
     pub const ALL: [&str; 4] = [COUNT, INTERVAL_MS, LAST_EVENT_ID, DROP_AFTER];
+    /// Every parameter [`paths::SHARED`](crate::paths::SHARED) understands.
+    pub const SHARED_ALL: [&str; 1] = [LAST_EVENT_ID];
 }
 
 /// Limits on the parameters, shared so the page refuses what the server would refuse.
@@ -56,6 +72,14 @@ pub mod limits {
     /// Any event id the server can have sent fits in a `u64`; longer input is refused
     /// before it is parsed.
     pub const MAX_NUMBER_LEN: usize = 20;
+    /// `--history`: how many recent changes of the shared counter are kept for replay.
+    pub const HISTORY: RangeInclusive<u64> = 1..=1_000_000;
+    pub const DEFAULT_HISTORY: u64 = 1000;
+    /// `--publish-rate`: increments per second per client address (bursts of twice it).
+    pub const PUBLISH_RATE: RangeInclusive<u64> = 1..=1_000_000;
+    pub const DEFAULT_PUBLISH_RATE: u64 = 10;
+    /// An increment carries no body; one larger than this is refused (413) unread.
+    pub const MAX_INCREMENT_BODY: u64 = 1024;
 }
 
 /// The payload of one tick: an unnamed SSE event with `id: num`.
@@ -100,6 +124,68 @@ pub struct End {
     pub last: u64,
 }
 
+/// One change of the shared counter: an unnamed SSE event with `id: value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedValue {
+    /// The counter after this change (it only goes up, by one).
+    pub value: u64,
+    /// When the change was published, in microseconds since the UNIX epoch.
+    pub sent_at_us: u64,
+}
+
+/// Why a shared stream could not continue from the client's last id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetReason {
+    /// Changes after the client's id have left the history.
+    HistoryExceeded,
+    /// The client's id is ahead of the current value (the store was lost).
+    Ahead,
+}
+
+impl ResetReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::HistoryExceeded => "history_exceeded",
+            ResetReason::Ahead => "ahead",
+        }
+    }
+}
+
+/// The payload of the [`events::RESET`] event, sent with `id: value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reset {
+    /// The current value: the client replaces its own with it.
+    pub value: u64,
+    pub reason: ResetReason,
+}
+
+/// The payload of the [`events::HEARTBEAT`] event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Server wall clock, in microseconds since the UNIX epoch.
+    pub at_us: u64,
+}
+
+/// The answer to `POST /api/shared/increment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incremented {
+    /// The counter after this increment.
+    pub value: u64,
+}
+
+/// Why a `503` was answered, in its body's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnavailableReason {
+    /// `--max-streams` are open.
+    Capacity,
+    /// The shared counter's store cannot be reached.
+    StoreUnavailable,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
 /// The JSON body of every error answer: `{"error": "...", "param": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -111,6 +197,9 @@ pub struct ErrorBody {
     /// The offending value as received, cut to [`ErrorBody::MAX_VALUE_LEN`] characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// On a `503`: which limit or failure it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<UnavailableReason>,
 }
 
 impl ErrorBody {
@@ -121,6 +210,15 @@ impl ErrorBody {
             error: error.into(),
             param: None,
             value: None,
+            reason: None,
+        }
+    }
+
+    /// A `503` body naming its reason.
+    pub fn unavailable(error: impl Into<String>, reason: UnavailableReason) -> Self {
+        ErrorBody {
+            reason: Some(reason),
+            ..ErrorBody::new(error)
         }
     }
 }
@@ -134,6 +232,7 @@ impl From<&ParamError> for ErrorBody {
             error: err.to_string(),
             param: Some(err.param().to_owned()),
             value,
+            reason: None,
         }
     }
 }
@@ -289,6 +388,46 @@ impl CounterParams {
     }
 }
 
+/// The parameters of one shared-counter stream, validated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedParams {
+    /// The last id the client has seen, from the query; the header, when present, wins.
+    pub last_event_id: Option<u64>,
+}
+
+impl SharedParams {
+    /// Validates decoded query pairs; unknown and repeated parameters are refused.
+    pub fn from_pairs<'a, I>(pairs: I) -> Result<Self, ParamError>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let mut out = SharedParams::default();
+        let mut seen = false;
+        for (key, value) in pairs {
+            if key != params::LAST_EVENT_ID {
+                return Err(ParamError::Unknown {
+                    param: key.chars().take(ErrorBody::MAX_VALUE_LEN).collect(),
+                });
+            }
+            if std::mem::replace(&mut seen, true) {
+                return Err(ParamError::Repeated {
+                    param: key.to_owned(),
+                });
+            }
+            out.last_event_id = parse_last_event_id(key, value)?;
+        }
+        Ok(out)
+    }
+
+    /// The URL path and query of this stream, relative to the server's origin.
+    pub fn to_url(&self) -> String {
+        match self.last_event_id {
+            Some(id) => format!("{}?{}={id}", paths::SHARED, params::LAST_EVENT_ID),
+            None => paths::SHARED.to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +474,77 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&ErrorBody::new("not found")).unwrap(),
             r#"{"error":"not found"}"#
+        );
+    }
+
+    #[test]
+    fn shared_payloads_are_pinned() {
+        let v = SharedValue {
+            value: 4,
+            sent_at_us: 9,
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(json, r#"{"value":4,"sent_at_us":9}"#);
+        assert_eq!(serde_json::from_str::<SharedValue>(&json).unwrap(), v);
+        for (reason, word) in [
+            (ResetReason::HistoryExceeded, "history_exceeded"),
+            (ResetReason::Ahead, "ahead"),
+        ] {
+            let r = Reset { value: 12, reason };
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!(r#"{{"value":12,"reason":"{word}"}}"#));
+            assert_eq!(reason.as_str(), word);
+            assert_eq!(serde_json::from_str::<Reset>(&json).unwrap(), r);
+        }
+        assert_eq!(
+            serde_json::to_string(&Heartbeat { at_us: 5 }).unwrap(),
+            r#"{"at_us":5}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Incremented { value: 3 }).unwrap(),
+            r#"{"value":3}"#
+        );
+    }
+
+    #[test]
+    fn unavailable_bodies_name_their_reason() {
+        for (reason, word) in [
+            (UnavailableReason::Capacity, "capacity"),
+            (UnavailableReason::StoreUnavailable, "store_unavailable"),
+            (UnavailableReason::ShuttingDown, "shutting_down"),
+        ] {
+            let body = ErrorBody::unavailable("x", reason);
+            let json = serde_json::to_string(&body).unwrap();
+            assert_eq!(json, format!(r#"{{"error":"x","reason":"{word}"}}"#));
+            assert_eq!(serde_json::from_str::<ErrorBody>(&json).unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn shared_params_take_only_last_event_id() {
+        assert_eq!(
+            SharedParams::from_pairs([]).unwrap(),
+            SharedParams::default()
+        );
+        let p = SharedParams::from_pairs([("last_event_id", "7")]).unwrap();
+        assert_eq!(p.last_event_id, Some(7));
+        assert_eq!(p.to_url(), "/api/shared?last_event_id=7");
+        assert_eq!(SharedParams::default().to_url(), "/api/shared");
+        assert_eq!(
+            SharedParams::from_pairs([("count", "1")]).unwrap_err(),
+            ParamError::Unknown {
+                param: "count".into()
+            }
+        );
+        assert!(matches!(
+            SharedParams::from_pairs([("last_event_id", "1"), ("last_event_id", "2")]),
+            Err(ParamError::Repeated { .. })
+        ));
+        assert_eq!(
+            SharedParams::from_pairs([("last_event_id", "x")])
+                .unwrap_err()
+                .param(),
+            "last_event_id"
         );
     }
 
