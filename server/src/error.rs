@@ -1,7 +1,7 @@
 //! Every error answer of the server: one type, one `recover`, one JSON body shape.
 
 use http::{header, HeaderValue, StatusCode};
-use shared::{ErrorBody, ParamError};
+use shared::{ErrorBody, ParamError, UnavailableReason};
 use std::convert::Infallible;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
@@ -43,6 +43,12 @@ impl ApiError {
     fn body(&self) -> ErrorBody {
         match self {
             ApiError::Param(err) => ErrorBody::from(err),
+            ApiError::TooManyStreams { .. } => {
+                ErrorBody::unavailable(self.to_string(), UnavailableReason::Capacity)
+            }
+            ApiError::ShuttingDown { .. } => {
+                ErrorBody::unavailable(self.to_string(), UnavailableReason::ShuttingDown)
+            }
             other => ErrorBody::new(other.to_string()),
         }
     }

@@ -1,7 +1,9 @@
-//! The `sse-counter` binary: parses the CLI, sets up tracing, binds and serves.
+//! The `sse-counter` binary: maps flags to a [`Config`], sets up tracing, binds and
+//! serves. Defaults and validation live in the library ([`server::config`]).
 
 use anyhow::Context as _;
 use clap::Parser;
+use server::config::defaults;
 use server::Config;
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -9,25 +11,25 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-/// Streams a counter over Server-Sent Events and serves the page that shows it.
+/// Streams counters over Server-Sent Events and serves the page that shows them.
 #[derive(Debug, Parser)]
 #[command(name = "sse-counter", version)]
 struct Cli {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "SSE_COUNTER_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long, env = "SSE_COUNTER_ADDR", default_value = defaults::ADDR)]
     addr: SocketAddr,
     /// Directory of the trunk-built page.
-    #[arg(long, env = "SSE_COUNTER_STATIC_DIR", default_value = "web/dist")]
+    #[arg(long, env = "SSE_COUNTER_STATIC_DIR", default_value = defaults::STATIC_DIR)]
     static_dir: PathBuf,
     /// Reconnection delay sent to clients in the `retry:` field, in milliseconds.
-    #[arg(long, env = "SSE_COUNTER_RETRY_MS", default_value_t = 3000)]
+    #[arg(long, env = "SSE_COUNTER_RETRY_MS", default_value_t = defaults::RETRY_MS)]
     retry_ms: u64,
-    /// Seconds of idleness before a `: keep-alive` comment is sent.
-    #[arg(long, env = "SSE_COUNTER_KEEP_ALIVE_SECS", default_value_t = 15,
+    /// Seconds of idleness before a keep-alive is sent.
+    #[arg(long, env = "SSE_COUNTER_KEEP_ALIVE_SECS", default_value_t = defaults::KEEP_ALIVE_SECS,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     keep_alive_secs: u64,
     /// Streams open at once before new ones get 503.
-    #[arg(long, env = "SSE_COUNTER_MAX_STREAMS", default_value_t = 10_000,
+    #[arg(long, env = "SSE_COUNTER_MAX_STREAMS", default_value_t = defaults::MAX_STREAMS,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_streams: u64,
     /// Origin allowed to use the API cross-origin (repeatable; `*` for any). Default: none.
@@ -41,18 +43,18 @@ struct Cli {
     #[arg(long, env = "SSE_COUNTER_ALLOW_FAULT_INJECTION")]
     allow_fault_injection: bool,
     /// Seconds to wait for connections to close on shutdown.
-    #[arg(long, env = "SSE_COUNTER_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
+    #[arg(long, env = "SSE_COUNTER_SHUTDOWN_GRACE_SECS", default_value_t = defaults::SHUTDOWN_GRACE_SECS)]
     shutdown_grace_secs: u64,
     /// Seconds a client may accept no bytes before its stream is closed as stalled.
-    #[arg(long, env = "SSE_COUNTER_STALL_TIMEOUT_SECS", default_value_t = 30,
+    #[arg(long, env = "SSE_COUNTER_STALL_TIMEOUT_SECS", default_value_t = defaults::STALL_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stall_timeout_secs: u64,
     /// Seconds a client may take to send its request headers (slowloris guard).
-    #[arg(long, env = "SSE_COUNTER_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+    #[arg(long, env = "SSE_COUNTER_HEADER_READ_TIMEOUT_SECS", default_value_t = defaults::HEADER_READ_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     header_read_timeout_secs: u64,
     /// Kernel send buffer per connection, in bytes (0: let the OS tune it).
-    #[arg(long, env = "SSE_COUNTER_SEND_BUFFER_BYTES", default_value_t = 131_072)]
+    #[arg(long, env = "SSE_COUNTER_SEND_BUFFER_BYTES", default_value_t = defaults::SEND_BUFFER_BYTES)]
     send_buffer_bytes: usize,
     /// Serve `/metrics` on this address instead of the main one (e.g. 127.0.0.1:9090).
     #[arg(long, env = "SSE_COUNTER_METRICS_ADDR")]
@@ -60,42 +62,29 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> anyhow::Result<Config> {
-        let cors_origins = self
-            .cors_origins
-            .into_iter()
-            .map(|o| {
-                let o = o.trim().trim_end_matches('/').to_owned();
-                let ok = o == "*"
-                    || (o.starts_with("http://") || o.starts_with("https://"))
-                        && !o["https://".len()..].contains('/');
-                anyhow::ensure!(
-                    ok,
-                    "--cors-origin {o:?} is not an origin like https://example.com"
-                );
-                Ok(o)
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Config {
-            static_dir: self.static_dir,
+    fn config(&self) -> Config {
+        Config {
+            static_dir: self.static_dir.clone(),
             retry_ms: self.retry_ms,
             keep_alive: Duration::from_secs(self.keep_alive_secs),
             max_streams: usize::try_from(self.max_streams).unwrap_or(usize::MAX),
-            cors_origins,
+            cors_origins: self.cors_origins.clone(),
             allow_fault_injection: self.allow_fault_injection,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             stall_timeout: Duration::from_secs(self.stall_timeout_secs),
             send_buffer: (self.send_buffer_bytes > 0).then_some(self.send_buffer_bytes),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            metrics_on_main: self.metrics_addr.is_none(),
             ..Config::default()
-        })
+        }
     }
 }
 
-/// Binds with a listen backlog of 4,096 instead of tokio's 1,024: in a burst of 10,000
-/// connections the shorter queue overflowed ~10,000 times and the dropped SYNs came back
-/// 1 s and 3 s later (time to headers p99 2.3 s; see docs/benchmarks.md). The kernel
-/// caps the value at `net.core.somaxconn`.
+/// Binds with a listen backlog of 4,096 instead of tokio's 1,024: in a burst of
+/// thousands of connections a shorter queue overflows, and the dropped SYNs come back
+/// only after the kernel's 1 s and 3 s retransmits (the burst scenario of
+/// `cargo xtask bench` shows it in time to headers). The kernel caps the value at
+/// `net.core.somaxconn`.
 fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -120,18 +109,16 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let addr = cli.addr;
-    let metrics_addr = cli.metrics_addr;
-    let config = cli.into_config()?;
+    let config = cli.config().validate()?;
     if !config.static_dir.join("index.html").is_file() {
         tracing::warn!(
             dir = %config.static_dir.display(),
             "the page is not built there: `/` will say so (run `cargo xtask demo` to build it)"
         );
     }
-    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(cli.addr).with_context(|| format!("cannot listen on {}", cli.addr))?;
     let local = listener.local_addr()?;
-    let metrics_listener = match metrics_addr {
+    let metrics_listener = match cli.metrics_addr {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await

@@ -1,7 +1,7 @@
 //! The page: the trunk-built files of `--static-dir`, with cache and security headers.
 
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::Config;
 use http::{header, HeaderValue, Method};
 use std::path::Path;
 use warp::filters::fs::File;

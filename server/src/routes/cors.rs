@@ -1,8 +1,8 @@
 //! CORS for the API: headers only for the configured origins; other cross-origin
 //! requests are refused with 403, so no stream is held for a page that may not read it.
 
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::Config;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;

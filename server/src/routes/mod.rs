@@ -10,7 +10,7 @@ use crate::state::AppState;
 use std::convert::Infallible;
 use std::sync::Arc;
 use warp::reply::Response;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 /// Every route of the server, with errors already turned into JSON answers.
 pub fn routes(
@@ -27,6 +27,34 @@ pub fn routes(
         .unify()
         .recover(error::recover)
         .unify()
+}
+
+/// What every stream route does around opening its stream: CORS (checked first, and
+/// applied to errors too, so an allowed page can read why it was refused), the
+/// preflight, and 405 for methods other than GET.
+fn stream_route(
+    method: http::Method,
+    headers: &http::HeaderMap,
+    state: &AppState,
+    open: impl FnOnce(&AppState) -> Result<Response, ApiError>,
+) -> Response {
+    use warp::Reply as _;
+    let cors = match cors::check(&state.config, headers) {
+        Ok(cors) => cors,
+        Err(err) => return err.into_response(),
+    };
+    if method == http::Method::OPTIONS {
+        return cors::preflight(&cors);
+    }
+    if method != http::Method::GET {
+        return ApiError::MethodNotAllowed {
+            allow: "GET, OPTIONS",
+        }
+        .into_response();
+    }
+    let mut res = open(state).unwrap_or_else(Reply::into_response);
+    cors::apply(&cors, &mut res);
+    res
 }
 
 /// Answers what must not reach the routes at all: a path and query over
@@ -46,8 +74,32 @@ pub fn gate<B>(req: &http::Request<B>) -> Option<Response> {
 
 /// Anything else under `/api/`: a JSON 404, never the page.
 fn api_not_found() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path("api")
+    warp::path::full()
+        .and_then(|full: warp::path::FullPath| async move {
+            let api = shared::paths::API_PREFIX;
+            if full.as_str().starts_with(api) || full.as_str() == api.trim_end_matches('/') {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
         .and_then(|| async { Err::<Response, _>(warp::reject::custom(ApiError::NotFound)) })
+}
+
+/// Matches the request path `path` exactly (a trailing `/` too), from the contract's
+/// constants in `shared::paths`, and consumes it.
+fn at(path: &'static str) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::path::full()
+        .and_then(move |full: warp::path::FullPath| async move {
+            let p = full.as_str();
+            if p == path || p.strip_suffix('/') == Some(path) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 /// Passes a clone of the shared state into a handler.

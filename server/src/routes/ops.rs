@@ -1,6 +1,6 @@
 //! Operations routes: Prometheus metrics and the health check.
 
-use super::{only, with_state};
+use super::{at, only, with_state};
 use crate::state::AppState;
 use http::{header, HeaderValue, Method, StatusCode};
 use std::sync::Arc;
@@ -11,8 +11,7 @@ use warp::{Filter, Reply};
 pub fn metrics(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path("metrics")
-        .and(warp::path::end())
+    at(shared::paths::METRICS)
         .and(only("GET", &[Method::GET]))
         .and(with_state(state))
         .map(|state: Arc<AppState>| {
@@ -48,20 +47,19 @@ pub fn metrics_if_on_main(
 pub fn healthz(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path("healthz")
-        .and(warp::path::end())
+    at(shared::paths::HEALTHZ)
         .and(only("GET", &[Method::GET]))
         .and(with_state(state))
         .map(|state: Arc<AppState>| {
-            let (status, word) = if state.is_shutting_down() {
+            let (status, word) = if state.shutdown.is_set() {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             } else {
                 (StatusCode::OK, "ok")
             };
             let body = serde_json::json!({
                 "status": word,
-                "active_streams": state.active_streams(),
-                "max_streams": state.config.max_streams,
+                "active_streams": state.admission.active(),
+                "max_streams": state.admission.max(),
             });
             let mut res =
                 warp::reply::with_status(warp::reply::json(&body), status).into_response();

@@ -1,5 +1,5 @@
-//! One accepted connection: the IO wrapper that notices a client which accepts no bytes
-//! (a stalled stream), and what the connection tells the routes about itself.
+//! The IO wrapper that notices a client which accepts no bytes (a stalled stream), and
+//! what a connection tells the routes about itself.
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use std::future::Future as _;

@@ -1,0 +1,108 @@
+//! Serving HTTP on one connection once its [`Handshake`] is done: the stall guard, the
+//! request gate, hyper's limits, and the graceful-shutdown watch.
+
+use super::accept::{Handshake, Protocol};
+use super::stall::{ConnInfo, StallGuard};
+use crate::routes;
+use futures_util::future::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tower_service::Service;
+use warp::reply::Response;
+
+/// Request line and headers together may not exceed this (hyper answers 431). It also
+/// caps hyper's write buffer per connection.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// A longer path and query gets 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// More request headers than this get 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// Serves the routes' `service` on connections made by `handshake`.
+#[derive(Clone)]
+pub struct HttpServer<S, H> {
+    service: S,
+    handshake: H,
+    http1: hyper::server::conn::http1::Builder,
+    /// Also bounds the handshake: a client that never finishes one is dropped then.
+    header_read_timeout: Duration,
+    stall_timeout: Duration,
+}
+
+impl<S, H> HttpServer<S, H>
+where
+    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    H: Handshake,
+{
+    pub fn new(
+        service: S,
+        handshake: H,
+        header_read_timeout: Duration,
+        stall_timeout: Duration,
+    ) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS);
+        HttpServer {
+            service,
+            handshake,
+            http1,
+            header_read_timeout,
+            stall_timeout,
+        }
+    }
+
+    /// Serves one accepted connection in a task of its own.
+    pub fn spawn(&self, tcp: TcpStream, peer: SocketAddr, watcher: Watcher) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let handshake = this.handshake.handshake(tcp);
+            let (io, protocol) =
+                match tokio::time::timeout(this.header_read_timeout, handshake).await {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%err, %peer, "handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "handshake timed out");
+                        return;
+                    }
+                };
+            let info = Arc::new(ConnInfo::default());
+            let io = StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
+            let service = this.service.clone();
+            let per_request = hyper::service::service_fn(move |mut req| {
+                if let Some(res) = routes::gate(&req) {
+                    return Either::Left(std::future::ready(Ok::<_, Infallible>(res)));
+                }
+                req.extensions_mut().insert(Arc::clone(&info));
+                let mut service = service.clone();
+                Either::Right(service.call(req))
+            });
+            let result = match protocol {
+                Protocol::Http1 => {
+                    watcher
+                        .watch(this.http1.serve_connection(io, per_request))
+                        .await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(%err, %peer, "connection ended with an error");
+            }
+        });
+    }
+}

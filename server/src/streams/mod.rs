@@ -1,0 +1,3 @@
+//! The kinds of stream the server serves, each a small [`crate::sse::StreamKind`].
+
+pub mod counter;
