@@ -19,6 +19,7 @@ pub mod defaults {
     pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
     pub const HISTORY: u64 = shared::limits::DEFAULT_HISTORY;
     pub const PUBLISH_RATE: u64 = shared::limits::DEFAULT_PUBLISH_RATE;
+    pub const SHUTDOWN_RETRY_SPREAD_MS: u64 = 10_000;
 }
 
 /// Everything the server needs to know; built from the CLI by the binary.
@@ -55,6 +56,10 @@ pub struct Config {
     /// Increments of the shared counter allowed per second per client address; bursts
     /// of twice as many.
     pub publish_rate: u32,
+    /// On shutdown each stream gets, before its `end`, a `retry:` drawn uniformly from
+    /// `retry_ms` to `retry_ms` + this, so that clients come back spread over that
+    /// window instead of all at once. Zero sends no new `retry:`.
+    pub shutdown_retry_spread: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             metrics_on_main: true,
             history: defaults::HISTORY as usize,
             publish_rate: defaults::PUBLISH_RATE as u32,
+            shutdown_retry_spread: Duration::from_millis(defaults::SHUTDOWN_RETRY_SPREAD_MS),
         }
     }
 }

@@ -19,6 +19,12 @@ pub enum ApiError {
     TooManyStreams { retry_after_secs: u64 },
     #[error("the server is shutting down")]
     ShuttingDown { retry_after_secs: u64 },
+    #[error("too many increments from this address, try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("this request takes no body")]
+    BodyNotAllowed,
+    #[error("the request body may not exceed {max} bytes (and this one takes none)")]
+    BodyTooLarge { max: u64 },
     #[error("origin not allowed")]
     OriginRefused,
     #[error("the page has not been built: run `cargo xtask demo`, or `trunk build --release` and point --static-dir at web/dist")]
@@ -30,7 +36,9 @@ impl warp::reject::Reject for ApiError {}
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Param(_) => StatusCode::BAD_REQUEST,
+            ApiError::Param(_) | ApiError::BodyNotAllowed => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound | ApiError::PageNotBuilt => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooManyStreams { .. } | ApiError::ShuttingDown { .. } => {
@@ -63,7 +71,8 @@ impl Reply for ApiError {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             ApiError::TooManyStreams { retry_after_secs }
-            | ApiError::ShuttingDown { retry_after_secs } => {
+            | ApiError::ShuttingDown { retry_after_secs }
+            | ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             _ => {}

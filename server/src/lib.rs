@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod ratelimit;
 pub mod routes;
 pub mod serve;
 pub mod sse;

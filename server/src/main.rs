@@ -56,6 +56,20 @@ struct Cli {
     /// Kernel send buffer per connection, in bytes (0: let the OS tune it).
     #[arg(long, env = "SSE_COUNTER_SEND_BUFFER_BYTES", default_value_t = defaults::SEND_BUFFER_BYTES)]
     send_buffer_bytes: usize,
+    /// Recent changes of the shared counter kept for replay after a reconnect.
+    #[arg(long, env = "SSE_COUNTER_HISTORY", default_value_t = defaults::HISTORY,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    history: u64,
+    /// Increments of the shared counter allowed per second per client address (bursts
+    /// of twice as many); past it, 429 with `Retry-After`.
+    #[arg(long, env = "SSE_COUNTER_PUBLISH_RATE", default_value_t = defaults::PUBLISH_RATE,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    publish_rate: u64,
+    /// On shutdown, each stream's `retry:` is drawn from --retry-ms to --retry-ms plus
+    /// this, so clients come back spread out (0: no spread).
+    #[arg(long, env = "SSE_COUNTER_SHUTDOWN_RETRY_SPREAD_MS",
+          default_value_t = defaults::SHUTDOWN_RETRY_SPREAD_MS)]
+    shutdown_retry_spread_ms: u64,
     /// Serve `/metrics` on this address instead of the main one (e.g. 127.0.0.1:9090).
     #[arg(long, env = "SSE_COUNTER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -75,7 +89,9 @@ impl Cli {
             send_buffer: (self.send_buffer_bytes > 0).then_some(self.send_buffer_bytes),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             metrics_on_main: self.metrics_addr.is_none(),
-            ..Config::default()
+            history: usize::try_from(self.history).unwrap_or(usize::MAX),
+            publish_rate: u32::try_from(self.publish_rate).unwrap_or(u32::MAX),
+            shutdown_retry_spread: Duration::from_millis(self.shutdown_retry_spread_ms),
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::ratelimit::PublishLimiter;
 use crate::sse::{Admission, BodyParts, Shutdown};
+use crate::streams::shared::Hub;
 use std::sync::Arc;
 
 pub struct AppState {
@@ -13,6 +15,10 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     pub shutdown: Arc<Shutdown>,
     pub body: BodyParts,
+    /// The shared counter's history and subscribers.
+    pub hub: Arc<Hub>,
+    /// The per-address limit on increments of the shared counter.
+    pub limiter: PublishLimiter,
 }
 
 impl AppState {
@@ -21,8 +27,10 @@ impl AppState {
         let shutdown = Shutdown::new();
         Arc::new(AppState {
             admission: Admission::new(config.max_streams, Arc::clone(&metrics)),
-            body: BodyParts::new(config.retry_ms, config.keep_alive, Arc::clone(&shutdown)),
+            body: BodyParts::new(&config, Arc::clone(&shutdown)),
             shutdown,
+            hub: Hub::new(config.history, Arc::clone(&metrics)),
+            limiter: PublishLimiter::new(config.publish_rate),
             metrics,
             config,
         })

@@ -121,6 +121,8 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
 async fn environment_variables_are_fallbacks_for_flags() {
     let mut cmd = command();
     cmd.env("SSE_COUNTER_RETRY_MS", "1234");
+    // No spread: the `end` below comes without a new `retry:` before it.
+    cmd.env("SSE_COUNTER_SHUTDOWN_RETRY_SPREAD_MS", "0");
     let bin = start(cmd).await;
     let mut conn = RawConn::connect(bin.addr).await;
     conn.get("/api/counter?count=1&interval_ms=60000", &[])

@@ -26,7 +26,7 @@ async fn headers_and_retry_are_flushed_before_the_first_tick() {
     let head = conn.head().await;
     assert_eq!(head.status, 200, "{}", head.raw);
     assert_eq!(head.header("content-type"), Some("text/event-stream"));
-    assert_eq!(head.header("cache-control"), Some("no-cache"));
+    assert_eq!(head.header("cache-control"), Some("no-cache, no-transform"));
     assert_eq!(head.header("x-accel-buffering"), Some("no"));
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
     assert_eq!(head.header("content-length"), None);
@@ -40,7 +40,7 @@ async fn headers_and_retry_are_flushed_before_the_first_tick() {
         "text/event-stream",
         "exactly, no charset"
     );
-    assert_eq!(res.headers()["cache-control"], "no-cache");
+    assert_eq!(res.headers()["cache-control"], "no-cache, no-transform");
     assert_eq!(res.headers()["x-accel-buffering"], "no");
     let mut body = res.bytes_stream();
     let first = within("the first bytes of the body", {

@@ -316,6 +316,17 @@ async fn shutdown_ends_every_open_stream() {
         assert_eq!(end.last, expected, "ticks before end: {ticks:?}");
         assert_eq!(finish, Finish::Closed, "the body ends cleanly after `end`");
     }
+    // Before its `end`, a new reconnection delay within the configured spread.
+    let retry = raw.frame().await.expect("a retry frame before the end");
+    let ms: u64 = retry
+        .strip_prefix("retry: ")
+        .and_then(|r| r.strip_suffix("\n\n"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("a retry field, got {retry:?}"));
+    assert!(
+        (3000..=13_000).contains(&ms),
+        "retry {ms} within 3000..=13000"
+    );
     assert_eq!(
         raw.frame().await,
         Ok("event: end\ndata: {\"reason\":\"shutdown\",\"last\":0}\n\n".to_owned())

@@ -60,14 +60,19 @@ pub fn apply(cors: &Cors, res: &mut Response) {
     }
 }
 
-/// The answer to a preflight `OPTIONS` request from an allowed origin.
+/// The answer to a preflight `OPTIONS` request from an allowed origin, for a stream.
 pub fn preflight(cors: &Cors) -> Response {
+    preflight_for(cors, "GET")
+}
+
+/// The answer to a preflight `OPTIONS` request from an allowed origin, for `methods`.
+pub fn preflight_for(cors: &Cors, methods: &'static str) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     apply(cors, &mut res);
     let headers = res.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET"),
+        HeaderValue::from_static(methods),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,

@@ -4,6 +4,7 @@ pub mod assets;
 pub mod cors;
 pub mod counter;
 pub mod ops;
+pub mod shared;
 
 use crate::error::{self, ApiError};
 use crate::state::AppState;
@@ -17,6 +18,10 @@ pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     counter::route(Arc::clone(&state))
+        .or(shared::stream(Arc::clone(&state)))
+        .unify()
+        .or(shared::increment(Arc::clone(&state)))
+        .unify()
         .or(ops::metrics_if_on_main(Arc::clone(&state)))
         .unify()
         .or(ops::healthz(Arc::clone(&state)))
@@ -64,7 +69,7 @@ pub fn gate<B>(req: &http::Request<B>) -> Option<Response> {
     (len > crate::MAX_URI_BYTES).then(|| {
         error::json_error(
             http::StatusCode::URI_TOO_LONG,
-            &shared::ErrorBody::new(format!(
+            &::shared::ErrorBody::new(format!(
                 "the path and query may not exceed {} bytes",
                 crate::MAX_URI_BYTES
             )),
@@ -76,7 +81,7 @@ pub fn gate<B>(req: &http::Request<B>) -> Option<Response> {
 fn api_not_found() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path::full()
         .and_then(|full: warp::path::FullPath| async move {
-            let api = shared::paths::API_PREFIX;
+            let api = ::shared::paths::API_PREFIX;
             if full.as_str().starts_with(api) || full.as_str() == api.trim_end_matches('/') {
                 Ok(())
             } else {

@@ -82,7 +82,7 @@ where
                         return;
                     }
                 };
-            let info = Arc::new(ConnInfo::default());
+            let info = Arc::new(ConnInfo::new(peer));
             let io = StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
             let service = this.service.clone();
             let per_request = hyper::service::service_fn(move |mut req| {

@@ -16,9 +16,18 @@ use tokio::time::Sleep;
 #[derive(Debug, Default)]
 pub struct ConnInfo {
     stalled: AtomicBool,
+    /// The client's address as the socket sees it.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl ConnInfo {
+    pub fn new(peer: std::net::SocketAddr) -> Self {
+        ConnInfo {
+            stalled: AtomicBool::new(false),
+            peer: Some(peer),
+        }
+    }
+
     pub fn stalled(&self) -> bool {
         self.stalled.load(Ordering::Acquire)
     }

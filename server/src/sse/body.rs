@@ -61,21 +61,34 @@ pub trait StreamKind: Send + Sync + Unpin + 'static {
 /// What every stream of one server shares: made once, cloned per stream.
 #[derive(Clone)]
 pub struct BodyParts {
+    pub retry_ms: u64,
     pub retry_frame: Bytes,
+    /// See [`crate::Config::shutdown_retry_spread`], in milliseconds.
+    pub shutdown_retry_spread_ms: u64,
     pub keep_alive_frame: Bytes,
     pub keep_alive: Duration,
     pub shutdown: Arc<Shutdown>,
 }
 
 impl BodyParts {
-    pub fn new(retry_ms: u64, keep_alive: Duration, shutdown: Arc<Shutdown>) -> Self {
+    pub fn new(config: &crate::Config, shutdown: Arc<Shutdown>) -> Self {
+        let retry_ms = config.retry_ms;
         BodyParts {
+            retry_ms,
             retry_frame: frame::retry(retry_ms),
+            shutdown_retry_spread_ms: config.shutdown_retry_spread.as_millis() as u64,
+            keep_alive: config.keep_alive,
             keep_alive_frame: frame::comment(events::KEEP_ALIVE_COMMENT)
                 .expect("the keep-alive comment is one line"),
-            keep_alive,
             shutdown,
         }
+    }
+
+    /// The `retry:` sent before `end` on shutdown: uniform over
+    /// `retry_ms..=retry_ms + spread`, or `None` without a spread.
+    fn shutdown_retry(&self) -> Option<Bytes> {
+        let spread = self.shutdown_retry_spread_ms;
+        (spread > 0).then(|| frame::retry(self.retry_ms.saturating_add(fastrand::u64(0..=spread))))
     }
 }
 
@@ -133,7 +146,11 @@ impl<K: StreamKind> SseBody<K> {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
         );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // `no-transform`: proxies must not compress or rewrite an event stream.
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        );
         // Tells nginx-style proxies not to buffer the stream.
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         res
@@ -158,7 +175,15 @@ impl<K: StreamKind> SseBody<K> {
             reason,
             last: self.kind.last_id(),
         };
-        frame::json(Some(events::END), None, &end).expect("`end` is a valid event name")
+        let end = frame::json(Some(events::END), None, &end).expect("`end` is a valid event name");
+        match reason {
+            EndReason::Shutdown => match self.parts.shutdown_retry() {
+                // One write: the new delay and the end it applies to.
+                Some(retry) => [retry, end].concat().into(),
+                None => end,
+            },
+            EndReason::Complete => end,
+        }
     }
 
     fn abort(&mut self, reason: DisconnectReason) -> std::io::Error {
