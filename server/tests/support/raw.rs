@@ -417,9 +417,11 @@ pub async fn raw_get(addr: SocketAddr, target: &str, extra: &[(&str, &[u8])]) ->
 }
 
 /// The ids of the `id:` lines in `text`, in order: what a raw reader of an event stream
-/// received.
+/// received. Only whole lines count, as a read may end in the middle of one.
 pub fn event_ids(text: &str) -> Vec<u64> {
-    text.lines()
+    let whole = &text[..text.rfind('\n').map_or(0, |at| at + 1)];
+    whole
+        .lines()
         .filter_map(|l| l.strip_prefix("id: "))
         .map(|v| v.parse().unwrap_or_else(|e| panic!("event id {v:?}: {e}")))
         .collect()
