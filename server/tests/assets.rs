@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::StatusCode;
 use server::Config;
-use support::{config, raw_get, spawn, TempDir, TestServer};
+use support::{config, raw_get, spawn, Endpoint as _, TempDir, TestServer};
 
 const INDEX: &str = "<!doctype html><title>sse-counter test page</title>";
 const WASM: &[u8] = b"\0asm\x01\0\0\0";

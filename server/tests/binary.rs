@@ -5,98 +5,16 @@ mod support;
 
 use reqwest::StatusCode;
 use shared::EndReason;
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::Duration;
-use support::{within, within_for, Finish, RawConn, Sse};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sse-counter");
-
-/// The binary with a clean environment (so no `SSE_COUNTER_*` of the caller leaks in)
-/// and a page directory that does not exist.
-fn command() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .arg("--static-dir")
-        .arg(std::env::temp_dir().join("sse-counter-tests-no-such-dir"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// A running binary and the address it printed.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-async fn start(mut cmd: Command) -> Running {
-    let mut child = cmd.arg("--addr").arg("127.0.0.1:0").spawn().expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    within(
-        "the `listening on` line",
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .expect("read stdout");
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("first stdout line: {line:?}"));
-    let addr: SocketAddr = addr.parse().expect("an address");
-    assert_eq!(addr.ip().to_string(), "127.0.0.1");
-    assert_ne!(addr.port(), 0, "the real port, not 0");
-    Running { child, addr }
-}
-
-impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.id().expect("still running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid}");
-    }
-
-    /// Waits for the exit, returning the status and what it wrote to stderr.
-    async fn exit(mut self) -> (std::process::ExitStatus, String) {
-        let status = within_for(
-            Duration::from_secs(10),
-            "the binary to exit",
-            self.child.wait(),
-        )
-        .await
-        .expect("wait");
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            within("reading stderr", pipe.read_to_string(&mut stderr))
-                .await
-                .expect("read stderr");
-        }
-        (status, stderr)
-    }
-}
+use support::binary::launch;
+use support::{Endpoint as _, Finish};
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_exits_zero() {
-    let bin = start(command()).await;
-    let client = support::client();
-    let open = |path: &str| {
-        let req = client.get(bin.url(path));
-        async move { Sse::new(within("a stream of the binary", req.send()).await.unwrap()) }
-    };
-    let mut idle = open("/api/counter?count=5&interval_ms=60000").await;
-    let mut ticking = open("/api/counter?count=100000&interval_ms=20").await;
+    let mut bin = launch().start().await;
+    let mut idle = bin.sse("/api/counter?count=5&interval_ms=60000", &[]).await;
+    let mut ticking = bin
+        .sse("/api/counter?count=100000&interval_ms=20", &[])
+        .await;
     assert_eq!(
         (idle.status, ticking.status),
         (StatusCode::OK, StatusCode::OK)
@@ -113,18 +31,24 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
     assert_eq!(end.last, ticks.last().map_or(1, |t| t.num));
     assert_eq!(finish, Finish::Closed);
 
-    let (status, stderr) = bin.exit().await;
-    assert_eq!(status.code(), Some(0), "exit status; stderr:\n{stderr}");
+    let status = bin.exit().await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status; stderr:\n{}",
+        bin.log()
+    );
 }
 
 #[tokio::test]
 async fn environment_variables_are_fallbacks_for_flags() {
-    let mut cmd = command();
-    cmd.env("SSE_COUNTER_RETRY_MS", "1234");
     // No spread: the `end` below comes without a new `retry:` before it.
-    cmd.env("SSE_COUNTER_SHUTDOWN_RETRY_SPREAD_MS", "0");
-    let bin = start(cmd).await;
-    let mut conn = RawConn::connect(bin.addr).await;
+    let mut bin = launch()
+        .env("SSE_COUNTER_RETRY_MS", "1234")
+        .env("SSE_COUNTER_SHUTDOWN_RETRY_SPREAD_MS", "0")
+        .start()
+        .await;
+    let mut conn = bin.raw().await;
     conn.get("/api/counter?count=1&interval_ms=60000", &[])
         .await;
     assert_eq!(conn.head().await.status, 200);
@@ -134,35 +58,28 @@ async fn environment_variables_are_fallbacks_for_flags() {
         conn.frame().await,
         Ok("event: end\ndata: {\"reason\":\"shutdown\",\"last\":0}\n\n".to_owned())
     );
-    let (status, stderr) = bin.exit().await;
-    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    let status = bin.exit().await;
+    assert!(status.success(), "{status}; stderr:\n{}", bin.log());
 
     // A flag wins over its variable.
-    let mut cmd = command();
-    cmd.env("SSE_COUNTER_RETRY_MS", "1234")
-        .args(["--retry-ms", "99"]);
-    let bin = start(cmd).await;
-    let mut conn = RawConn::connect(bin.addr).await;
+    let mut bin = launch()
+        .env("SSE_COUNTER_RETRY_MS", "1234")
+        .args(["--retry-ms", "99"])
+        .start()
+        .await;
+    let mut conn = bin.raw().await;
     conn.get("/api/counter?count=1&interval_ms=60000", &[])
         .await;
     assert_eq!(conn.head().await.status, 200);
     assert_eq!(conn.frame().await, Ok("retry: 99\n\n".to_owned()));
     bin.sigterm();
-    let (status, stderr) = bin.exit().await;
-    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    let status = bin.exit().await;
+    assert!(status.success(), "{status}; stderr:\n{}", bin.log());
 }
 
 /// Runs the binary to its end; it must fail, and say so on stderr with each of `says`.
 async fn assert_refused(args: &[&str], says: &[&str]) {
-    let mut cmd = command();
-    cmd.args(args);
-    let out = within_for(
-        Duration::from_secs(10),
-        "the binary to exit on a bad flag",
-        cmd.output(),
-    )
-    .await
-    .expect("run the binary");
+    let out = launch().args(args).output().await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -203,11 +120,7 @@ async fn bad_flags_exit_non_zero_with_a_clear_message() {
     assert_refused(&["--addr", &addr], &["cannot listen on", &addr]).await;
 
     // The same checks apply to the environment variables.
-    let mut cmd = command();
-    cmd.env("SSE_COUNTER_RETRY_MS", "soon");
-    let out = within_for(Duration::from_secs(10), "the binary to exit", cmd.output())
-        .await
-        .expect("run the binary");
+    let out = launch().env("SSE_COUNTER_RETRY_MS", "soon").output().await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "stderr:\n{stderr}");
     assert!(stderr.contains("soon"), "{stderr}");

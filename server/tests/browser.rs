@@ -6,20 +6,27 @@
 //! Needs the page built (`cargo xtask test` builds it; or `trunk build --release`) and
 //! Debian's `chromium` and `chromium-driver` (`cargo xtask test` installs them).
 
-mod prom;
+mod support;
 
 use fantoccini::{ClientBuilder, Locator};
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::fmt::Display;
+use std::future::Future;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::Duration;
+use support::binary::{launch, Binary, START_LIMIT};
+use support::http::send_within;
+use support::prom::Scrape;
+use support::{poll_until, within_for, Endpoint as _, TempDir};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
-use tokio::time::{timeout, Instant};
 
-/// Two browsers at a time are plenty on a two-core machine.
+/// Each scenario runs a Chromium, a chromedriver and a server at once: two scenarios side
+/// by side keep the suite short without starving the pages of the CPU that their timing
+/// (a reconnect within [`QUIET`], say) depends on.
 static BROWSERS: Semaphore = Semaphore::const_new(2);
 
 /// How long any one condition may take before the test fails.
@@ -39,138 +46,119 @@ fn dist_dir() -> PathBuf {
     dir
 }
 
-/// A child process killed (SIGTERM, then SIGKILL) when dropped.
-struct Proc(Child);
+/// Awaits one WebDriver command within [`WAIT`]; `what` says which, should it hang or
+/// fail.
+async fn drive<T, E: Display>(what: &str, command: impl Future<Output = Result<T, E>>) -> T {
+    within_for(WAIT, what, command)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
 
-impl Drop for Proc {
+/// chromedriver on a free port, stopped with SIGTERM (then SIGKILL) when dropped so that
+/// it can close the browsers it started.
+struct Driver {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, where it takes WebDriver commands.
+    url: String,
+}
+
+impl Driver {
+    /// With `--port=0` chromedriver binds 127.0.0.1 on a free port and then [::1] on the
+    /// same one, which now and then is taken on a busy machine: it then exits, and
+    /// another try picks another port.
+    async fn start() -> Driver {
+        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        for _ in 0..5 {
+            let mut child = Command::new(&chromedriver)
+                .arg("--port=0")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start chromedriver ({e}); `cargo xtask test` installs it")
+                });
+            let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+            let started = within_for(START_LIMIT, "chromedriver to say it started", async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("started successfully on port") {
+                        return Some(line);
+                    }
+                }
+                None
+            })
+            .await;
+            let Some(line) = started else {
+                // It exited without starting: try again on another port.
+                continue;
+            };
+            // Keep its stdout empty, so that it never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            let port = line
+                .trim_end_matches('.')
+                .rsplit(' ')
+                .next()
+                .expect("a port at the end of chromedriver's line");
+            return Driver {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
+        }
+        panic!("chromedriver exited five times without starting")
+    }
+}
+
+impl Drop for Driver {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.0.try_wait() {
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
             .status();
+        // A short blocking wait at the end of a scenario; SIGKILL (kill_on_drop) follows
+        // if it has not exited by then.
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
+            if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
-}
-
-/// Starts a program and returns it with the first stdout line that contains `marker`,
-/// or `None` if it exits (closes its stdout) without printing one.
-fn try_spawn_and_read(mut cmd: Command, marker: &str, what: &str) -> Option<(Child, String)> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what} ({e}); `cargo xtask test` installs it"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = marker.to_owned();
-    std::thread::spawn(move || {
-        let mut found = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !found && line.contains(&wanted) {
-                found = true;
-                let _ = tx.send(line);
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(line) => Some((child, line)),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what} did not print {marker:?} within 30 s")
-        }
-    }
-}
-
-fn spawn_and_read(cmd: Command, marker: &str, what: &str) -> (Child, String) {
-    try_spawn_and_read(cmd, marker, what)
-        .unwrap_or_else(|| panic!("{what} exited without printing {marker:?}"))
-}
-
-/// Starts chromedriver on a free port. With `--port=0` it binds 127.0.0.1 on a free port
-/// and then [::1] on the same one, which now and then is taken on a busy machine: it
-/// then exits, and another try picks another port.
-fn start_chromedriver() -> (Child, String) {
-    let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-    for _ in 0..5 {
-        let mut cmd = Command::new(&chromedriver);
-        cmd.arg("--port=0").stderr(Stdio::null());
-        if let Some(started) =
-            try_spawn_and_read(cmd, "started successfully on port", "chromedriver")
-        {
-            return started;
-        }
-    }
-    panic!("chromedriver exited five times without starting")
 }
 
 struct Harness {
     base: String,
-    server: Option<Proc>,
-    server_log: Arc<Mutex<String>>,
+    /// The server; scenario 5 takes it to stop it.
+    server: Option<Binary>,
+    /// The server's `/metrics`.
+    prom: Scrape,
     client: fantoccini::Client,
-    driver_url: String,
-    _driver: Proc,
-    profile: PathBuf,
     http: reqwest::Client,
+    driver: Driver,
+    /// Chromium's profile; declared last, so that it is removed after the browser and
+    /// its driver have stopped.
+    _profile: TempDir,
 }
 
 impl Harness {
     async fn start() -> Harness {
-        let dist = dist_dir();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sse-counter"));
-        cmd.args(["--addr", "127.0.0.1:0", "--retry-ms", "200"])
+        let server = launch()
+            .args(["--retry-ms", "200"])
             .args(["--allow-fault-injection", "--shutdown-grace-secs", "5"])
             .arg("--static-dir")
-            .arg(&dist)
+            .arg(dist_dir())
             .env("SSE_COUNTER_LOG", "info")
-            .stderr(Stdio::piped());
-        let (mut server, line) = spawn_and_read(cmd, "listening on ", "the server");
-        let base = line.trim_start_matches("listening on ").trim().to_owned();
-        let server_log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = server.stderr.take().expect("piped stderr");
-        let log = Arc::clone(&server_log);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                log.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-
-        let (driver, line) = start_chromedriver();
-        let port = line
-            .trim_end_matches('.')
-            .rsplit(' ')
-            .next()
-            .expect("a port at the end of chromedriver's line");
-        let driver_url = format!("http://127.0.0.1:{port}");
-
-        let profile = std::env::temp_dir().join(format!(
-            "sse-counter-chromium-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&profile).unwrap();
+            .start()
+            .await
+            .with_limit(WAIT);
+        let driver = Driver::start().await;
+        let profile = TempDir::new("chromium");
         let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".into(),
@@ -180,7 +168,7 @@ impl Harness {
             "--disable-component-update".into(),
             "--disable-sync".into(),
             "--window-size=1200,900".into(),
-            format!("--user-data-dir={}", profile.display()),
+            format!("--user-data-dir={}", profile.path().display()),
         ];
         if let Ok(extra) = std::env::var("SSE_COUNTER_CHROMIUM_ARGS") {
             args.extend(extra.split_whitespace().map(str::to_owned));
@@ -194,29 +182,29 @@ impl Harness {
             "goog:loggingPrefs": { "browser": "ALL" },
         });
         let caps = caps.as_object().unwrap().clone();
-        let client = timeout(
+        let client = within_for(
             Duration::from_secs(60),
+            "starting a Chromium session",
             ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
                 .capabilities(caps)
-                .connect(&driver_url),
+                .connect(&driver.url),
         )
         .await
-        .expect("starting a Chromium session hung")
         .expect("chromedriver could not start Chromium");
         Harness {
-            base,
-            server: Some(Proc(server)),
-            server_log,
+            base: server.base.clone(),
+            prom: server.prom(),
+            server: Some(server),
             client,
-            driver_url,
-            _driver: Proc(driver),
-            profile,
-            http: reqwest::Client::new(),
+            http: support::client(),
+            driver,
+            _profile: profile,
         }
     }
 
     /// Runs one scenario with a fresh server and browser; the browser is closed and its
-    /// console checked whatever the scenario did.
+    /// console checked whatever the scenario did. Should it fail, the server's log is
+    /// printed as the server is dropped.
     async fn scenario<F>(body: F)
     where
         F: for<'a> AsyncFnOnce(&'a mut Harness),
@@ -227,11 +215,8 @@ impl Harness {
             .catch_unwind()
             .await;
         let console = h.console_errors().await;
-        let log = h.server_log.lock().unwrap().clone();
-        let _ = timeout(Duration::from_secs(10), h.client.clone().close()).await;
-        let _ = std::fs::remove_dir_all(&h.profile);
+        let _ = tokio::time::timeout(Duration::from_secs(10), h.client.clone().close()).await;
         if let Err(panic) = outcome {
-            eprintln!("--- server log ---\n{log}");
             std::panic::resume_unwind(panic);
         }
         // Scenario 6 of the issue, checked in every scenario: the page throws nothing.
@@ -247,20 +232,15 @@ impl Harness {
         let Ok(Some(session)) = self.client.session_id().await else {
             return vec![json!("no session")];
         };
-        let url = format!("{}/session/{session}/se/log", self.driver_url);
-        let res = timeout(
-            WAIT,
-            self.http
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(json!({"type": "browser"}).to_string())
-                .send(),
-        )
-        .await
-        .expect("reading the browser log hung")
-        .expect("reading the browser log failed");
-        let text = res.text().await.expect("browser log body");
-        let body: Value = serde_json::from_str(&text).expect("browser log is JSON");
+        let url = format!("{}/session/{session}/se/log", self.driver.url);
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(json!({"type": "browser"}).to_string());
+        let body: Value = send_within(WAIT, req, "reading the browser log")
+            .await
+            .json();
         body["value"]
             .as_array()
             .cloned()
@@ -271,10 +251,11 @@ impl Harness {
     }
 
     async fn open_page(&self) {
-        timeout(WAIT, self.client.goto(&format!("{}/", self.base)))
-            .await
-            .expect("loading the page hung")
-            .expect("loading the page failed");
+        drive(
+            "loading the page",
+            self.client.goto(&format!("{}/", self.base)),
+        )
+        .await;
         // The HTML alone already says idle; the detail line appears only once the wasm
         // module has started and rendered.
         self.wait_text("state-detail", "Not connected yet.").await;
@@ -286,46 +267,44 @@ impl Harness {
             new MutationObserver(() => window.__counterSeen.push(el.textContent.trim()))
                 .observe(el, { childList: true, characterData: true, subtree: true });
         "#;
-        self.client
-            .execute(js, vec![])
-            .await
-            .expect("observer installs");
+        drive("installing the observer", self.client.execute(js, vec![])).await;
     }
 
     async fn el(&self, testid: &str) -> fantoccini::elements::Element {
         let css = format!("[data-testid=\"{testid}\"]");
-        timeout(WAIT, self.client.wait().for_element(Locator::Css(&css)))
-            .await
-            .unwrap_or_else(|_| panic!("element {testid} never appeared"))
-            .unwrap_or_else(|e| panic!("element {testid}: {e}"))
+        drive(
+            &format!("element {testid}"),
+            self.client.wait().for_element(Locator::Css(&css)),
+        )
+        .await
     }
 
     async fn text(&self, testid: &str) -> String {
         let el = self.el(testid).await;
-        el.text()
+        drive(&format!("text of {testid}"), el.text())
             .await
-            .unwrap_or_else(|e| panic!("text of {testid}: {e}"))
             .trim()
             .to_owned()
     }
 
     async fn fill(&self, testid: &str, value: &str) {
         let el = self.el(testid).await;
-        el.clear().await.expect("clear input");
+        drive("clear input", el.clear()).await;
         if !value.is_empty() {
-            el.send_keys(value).await.expect("type into input");
+            drive("type into input", el.send_keys(value)).await;
         }
     }
 
     async fn set_checkbox(&self, testid: &str, on: bool) {
         let el = self.el(testid).await;
-        if el.is_selected().await.expect("checkbox state") != on {
-            el.click().await.expect("click checkbox");
+        if drive("checkbox state", el.is_selected()).await != on {
+            drive("click checkbox", el.click()).await;
         }
     }
 
     async fn click(&self, testid: &str) {
-        self.el(testid).await.click().await.expect("click");
+        let el = self.el(testid).await;
+        drive(&format!("click {testid}"), el.click()).await;
     }
 
     /// Fills the form and clicks Connect.
@@ -349,25 +328,24 @@ impl Harness {
 
     /// Waits until the element's text equals `want`.
     async fn wait_text(&self, testid: &str, want: &str) {
-        let deadline = Instant::now() + WAIT;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            last = self.text(testid).await;
+        poll_until(WAIT, &format!("{testid} to show {want:?}"), async || {
+            let last = self.text(testid).await;
             if last == want {
-                return;
+                Ok(())
+            } else {
+                Err(last)
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{testid} never showed {want:?} (last: {last:?})");
+        })
+        .await
     }
 
     /// The counter values the page showed, in order, with consecutive duplicates kept.
     async fn counter_history(&self) -> Vec<String> {
-        let v = self
-            .client
-            .execute("return window.__counterSeen;", vec![])
-            .await
-            .expect("read history");
+        let v = drive(
+            "read history",
+            self.client.execute("return window.__counterSeen;", vec![]),
+        )
+        .await;
         v.as_array()
             .unwrap()
             .iter()
@@ -378,22 +356,11 @@ impl Harness {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let body = timeout(WAIT, async {
-            self.http
-                .get(format!("{}/metrics", self.base))
-                .send()
-                .await?
-                .text()
-                .await
-        })
-        .await
-        .expect("GET /metrics hung")
-        .expect("GET /metrics failed");
-        prom::value(&body, name)
+        self.prom.metric(name).await
     }
 
     async fn wait_metric(&self, name: &str, want: f64) {
-        prom::wait_for(name, want, WAIT, async || self.metric(name).await).await;
+        self.prom.wait_for(name, want).await
     }
 
     /// Saves a screenshot of the page as `docs/screenshots/<name>.png` when
@@ -402,17 +369,14 @@ impl Harness {
         let Some(dir) = std::env::var_os("SSE_COUNTER_SCREENSHOTS") else {
             return;
         };
-        let png = timeout(WAIT, self.client.screenshot())
-            .await
-            .expect("screenshot hung")
-            .expect("screenshot failed");
+        let png = drive("screenshot", self.client.screenshot()).await;
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
     fn server_log(&self) -> String {
-        self.server_log.lock().unwrap().clone()
+        self.server.as_ref().map(Binary::log).unwrap_or_default()
     }
 }
 
@@ -541,21 +505,12 @@ async fn server_shutdown_finishes_the_page() {
         h.connect(1000, 100, None, false).await;
         h.wait_text("counter", "2").await;
         let mut server = h.server.take().expect("server running");
-        let pid = server.0.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
+        server.sigterm();
         h.wait_text("state", "finished").await;
         h.shot("shutdown-finished").await;
         let log = h.text("log").await;
         assert!(log.contains("shutdown"), "the page does not say why: {log}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let exit = loop {
-            if let Some(code) = server.0.try_wait().unwrap() {
-                break code;
-            }
-            assert!(std::time::Instant::now() < deadline, "server did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let exit = server.exit().await;
         assert!(exit.success(), "server exited with {exit}");
         tokio::time::sleep(QUIET).await;
         assert_eq!(h.text("state").await, "finished");

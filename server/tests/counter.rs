@@ -9,7 +9,10 @@ use reqwest::StatusCode;
 use server::Config;
 use shared::{EndReason, Tick};
 use std::time::{Duration, Instant};
-use support::{assert_plausible_times, config, now_us, spawn, within, within_for, BodyEnd, Finish};
+use support::{
+    assert_plausible_times, config, now_us, spawn, within, within_for, BodyEnd, Endpoint as _,
+    Finish,
+};
 
 /// Headers and the `retry:` line are flushed at once: with a one-minute interval they
 /// can only arrive within the timeout if the server sends them before the first tick.

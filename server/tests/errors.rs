@@ -6,7 +6,7 @@ mod support;
 use proptest::prelude::*;
 use reqwest::{Method, StatusCode};
 use server::Config;
-use support::{config, raw_get, spawn, Reply, TestServer};
+use support::{config, raw_get, spawn, Endpoint as _, Reply, TestServer};
 
 /// Checks a 400 that names `param`, and returns its body.
 fn assert_bad_request(reply: &Reply, param: &str, what: &str) -> shared::ErrorBody {

@@ -2,163 +2,55 @@
 //! and churn (thousands of streams opened and dropped in random ways) that must leave no
 //! stream open and the resident memory back where it was.
 
-mod prom;
-mod report;
+mod support;
 
-use report::{record, scale};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::binary::{launch, Binary};
+use support::raw::{contains, event_ids, Dial, RawConn};
+use support::report::{record, scale};
+use support::{within_for, Endpoint as _};
 use tokio::sync::Semaphore;
-use tokio::time::{timeout, Instant};
 
+/// How long any one wait may take: these tests hold thousands of connections on a
+/// machine that other test binaries keep busy too.
 const WAIT: Duration = Duration::from_secs(120);
 
-/// The server binary, SIGKILLed if a test fails before it exits.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-}
+/// How the clients of these tests connect: each step within [`WAIT`].
+const DIAL: Dial = Dial {
+    limit: WAIT,
+    recv_buffer: None,
+};
 
-impl Binary {
-    fn start(args: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sse-counter"))
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .env("SSE_COUNTER_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start sse-counter");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Binary { child, addr }
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Resident memory in KiB, from /proc.
-    fn rss_kib(&self) -> u64 {
-        self.proc_status_kib("VmRSS:")
-    }
-
-    /// The most resident memory the process has had, in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        self.proc_status_kib("VmHWM:")
-    }
-
-    fn proc_status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        prom::value(&get(self.addr, "/metrics").await, name)
-    }
-
-    async fn wait_metric(&self, name: &str, want: f64) {
-        prom::wait_for(name, want, WAIT, async || self.metric(name).await).await;
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> String {
-    timeout(WAIT, async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
+/// The binary with `args`, logging only warnings (thousands of streams would fill its
+/// log with lines no test reads), waits on it bounded by [`WAIT`].
+async fn start(args: &[&str]) -> Binary {
+    launch()
+        .args(args)
+        .env("SSE_COUNTER_LOG", "warn")
+        .start()
         .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    })
-    .await
-    .unwrap_or_else(|_| panic!("GET {path} hung"))
+        .with_limit(WAIT)
 }
 
 /// Opens a stream and returns the connection once the `retry:` line arrived.
-async fn open_stream(
-    addr: SocketAddr,
-    query: &str,
-    last_event_id: Option<u64>,
-) -> (TcpStream, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let resume = last_event_id
-        .map(|id| format!("Last-Event-ID: {id}\r\n"))
-        .unwrap_or_default();
-    s.write_all(format!("GET /api/counter?{query} HTTP/1.1\r\nHost: t\r\n{resume}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !String::from_utf8_lossy(&got).contains("retry: ") {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(
-            n > 0,
-            "closed before the retry line: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-    (s, got)
+async fn open_stream(addr: SocketAddr, query: &str, last_event_id: Option<u64>) -> RawConn {
+    let mut conn = RawConn::dial(addr, DIAL).await;
+    let resume = last_event_id.map(|id| id.to_string());
+    let extra: Vec<(&str, &[u8])> = resume
+        .iter()
+        .map(|id| ("Last-Event-ID", id.as_bytes()))
+        .collect();
+    conn.get(&format!("/api/counter?{query}"), &extra).await;
+    conn.read_until("the retry line", |got| contains(got, b"retry: "))
+        .await;
+    conn
 }
 
-/// Reads until the server closes and returns everything received.
-async fn read_to_close(mut s: TcpStream, mut got: Vec<u8>) -> String {
-    let mut buf = [0u8; 2048];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
+/// Reads until the server closes and returns everything received, framing included.
+async fn read_to_close(mut conn: RawConn) -> String {
+    let got = conn.read_to_close("the server to close the stream").await;
     String::from_utf8_lossy(&got).into_owned()
 }
 
@@ -166,7 +58,7 @@ async fn read_to_close(mut s: TcpStream, mut got: Vec<u8>) -> String {
 async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
     let streams = 2000 * scale();
     let max = (streams + 100).to_string();
-    let mut server = Binary::start(&["--max-streams", &max, "--shutdown-grace-secs", "10"]);
+    let mut server = start(&["--max-streams", &max, "--shutdown-grace-secs", "10"]).await;
     let addr = server.addr;
     let gate = Arc::new(Semaphore::new(200));
     let mut opened = Vec::with_capacity(streams);
@@ -174,31 +66,25 @@ async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
         let gate = Arc::clone(&gate);
         opened.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let (s, got) = open_stream(addr, "count=1000000&interval_ms=250", None).await;
+            let conn = open_stream(addr, "count=1000000&interval_ms=250", None).await;
             drop(permit);
-            (s, got)
+            conn
         }));
     }
     let mut readers = Vec::with_capacity(streams);
     for task in opened {
-        let (s, got) = timeout(WAIT, task)
-            .await
-            .expect("opening streams hung")
-            .unwrap();
-        readers.push(tokio::spawn(read_to_close(s, got)));
+        let conn = within_for(WAIT, "opening streams", task).await.unwrap();
+        readers.push(tokio::spawn(read_to_close(conn)));
     }
     server
-        .wait_metric("sse_active_streams", streams as f64)
+        .wait_for_metric("sse_active_streams", streams as f64)
         .await;
     let peak_open = server.peak_rss_kib();
     let signalled = Instant::now();
-    server.signal("TERM");
+    server.sigterm();
     let mut ended = 0;
     for reader in readers {
-        let text = timeout(WAIT, reader)
-            .await
-            .expect("a stream never closed")
-            .unwrap();
+        let text = within_for(WAIT, "a stream to close", reader).await.unwrap();
         let end = text
             .split("event: end\ndata: ")
             .nth(1)
@@ -211,7 +97,7 @@ async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
         ended += 1;
     }
     assert_eq!(ended, streams);
-    assert_eq!(server.exit_code(Duration::from_secs(10)).await, Some(0));
+    assert_eq!(server.exit().await.code(), Some(0));
     record(
         "shutdown",
         serde_json::json!({
@@ -230,46 +116,39 @@ async fn sigterm_with_2000_open_streams_ends_every_one_and_exits_zero() {
 async fn a_second_signal_exits_at_once() {
     // A client that never reads keeps its stream (and so the graceful shutdown) waiting:
     // the stall timeout and the grace period are both far away.
-    let mut server = Binary::start(&[
+    let mut server = start(&[
         "--shutdown-grace-secs",
         "120",
         "--stall-timeout-secs",
         "120",
         "--send-buffer-bytes",
         "4096",
-    ]);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stuck = socket.connect(server.addr).await.unwrap();
-    stuck
-        .write_all(b"GET /api/counter?count=1000000&interval_ms=1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    server.wait_metric("sse_active_streams", 1.0).await;
-    // Let the buffers fill: the stream stops being polled once they are.
-    let mut last = 0.0;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let sent = server.metric("sse_events_sent_total").await;
-        if sent == last && sent > 0.0 {
-            break;
+    ])
+    .await;
+    let stuck = server
+        .stalled_client("/api/counter?count=1000000&interval_ms=1")
+        .await;
+    server.wait_for_metric("sse_active_streams", 1.0).await;
+    // Let the buffers fill: the stream stops being polled once they are, and then the
+    // count of events sent stays put from one look to the next.
+    within_for(WAIT, "the stalled stream to fill its buffers", async {
+        let mut last = 0.0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sent = server.metric("sse_events_sent_total").await;
+            if sent == last && sent > 0.0 {
+                break;
+            }
+            last = sent;
         }
-        last = sent;
-        assert!(
-            Instant::now() < deadline,
-            "the stalled stream never filled its buffers"
-        );
-    }
-    server.signal("TERM");
+    })
+    .await;
+    server.sigterm();
     // The first signal does not end the process: the stuck stream holds it in its grace.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "exited on the first signal"
-    );
-    server.signal("TERM");
-    assert_eq!(server.exit_code(Duration::from_secs(10)).await, Some(130));
+    assert!(!server.has_exited(), "exited on the first signal");
+    server.sigterm();
+    assert_eq!(server.exit().await.code(), Some(130));
     drop(stuck);
 }
 
@@ -290,30 +169,28 @@ async fn churn_one(addr: SocketAddr, kind: u64) {
     match kind % 4 {
         // Abort before the first tick.
         0 => {
-            let (s, _) = open_stream(addr, "count=100&interval_ms=1000", None).await;
-            drop(s);
+            let conn = open_stream(addr, "count=100&interval_ms=1000", None).await;
+            drop(conn);
         }
         // Abort mid-stream, after a few ticks.
         1 => {
-            let (mut s, mut got) = open_stream(addr, "count=1000&interval_ms=2", None).await;
-            let mut buf = [0u8; 2048];
-            while String::from_utf8_lossy(&got).matches("id: ").count() < 3 {
-                let n = s.read(&mut buf).await.unwrap();
-                assert!(n > 0);
-                got.extend_from_slice(&buf[..n]);
-            }
-            drop(s);
+            let mut conn = open_stream(addr, "count=1000&interval_ms=2", None).await;
+            conn.read_until("three ticks", |got| {
+                String::from_utf8_lossy(got).matches("id: ").count() >= 3
+            })
+            .await;
+            drop(conn);
         }
         // Finish normally.
         2 => {
-            let (s, got) = open_stream(addr, "count=3&interval_ms=2", None).await;
-            let text = read_to_close_after_end(s, got).await;
+            let conn = open_stream(addr, "count=3&interval_ms=2", None).await;
+            let text = read_through_end(conn).await;
             assert!(text.contains(r#"{"reason":"complete","last":3}"#), "{text}");
         }
         // Resume near the end, and finish.
         _ => {
-            let (s, got) = open_stream(addr, "count=10&interval_ms=2", Some(8)).await;
-            let text = read_to_close_after_end(s, got).await;
+            let conn = open_stream(addr, "count=10&interval_ms=2", Some(8)).await;
+            let text = read_through_end(conn).await;
             assert!(
                 text.contains("id: 9\n") && text.contains("id: 10\n"),
                 "{text}"
@@ -323,18 +200,15 @@ async fn churn_one(addr: SocketAddr, kind: u64) {
     }
 }
 
-/// Reads until the `end` event's frame and the body's last chunk arrived.
-async fn read_to_close_after_end(mut s: TcpStream, mut got: Vec<u8>) -> String {
-    let mut buf = [0u8; 2048];
-    loop {
-        let text = String::from_utf8_lossy(&got);
-        if text.contains("event: end") && text.ends_with("0\r\n\r\n") {
-            return text.into_owned();
-        }
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the end: {text}");
-        got.extend_from_slice(&buf[..n]);
-    }
+/// Reads until the `end` event's frame and the body's last chunk arrived, and returns
+/// everything received.
+async fn read_through_end(mut conn: RawConn) -> String {
+    conn.read_until("the end event and the last chunk", |got| {
+        let text = String::from_utf8_lossy(got);
+        text.contains("event: end") && text.ends_with("0\r\n\r\n")
+    })
+    .await;
+    String::from_utf8_lossy(conn.received()).into_owned()
 }
 
 async fn churn(addr: SocketAddr, rounds: usize, seed: u64) -> [usize; 4] {
@@ -352,10 +226,7 @@ async fn churn(addr: SocketAddr, rounds: usize, seed: u64) -> [usize; 4] {
         }));
     }
     for t in tasks {
-        timeout(WAIT, t)
-            .await
-            .expect("a churn client hung")
-            .unwrap();
+        within_for(WAIT, "a churn client", t).await.unwrap();
     }
     kinds
 }
@@ -366,16 +237,16 @@ async fn churn_leaves_nothing_open_and_memory_where_it_was() {
     // working size, the other two must then hold memory level. A leak grows with every
     // round; allocator growth levels off.
     let round = 2000 * scale();
-    let server = Binary::start(&["--max-streams", "5000"]);
+    let server = start(&["--max-streams", "5000"]).await;
     let start = server.rss_kib();
     let first = churn(server.addr, round, 0x5EED).await;
-    server.wait_metric("sse_active_streams", 0.0).await;
+    server.wait_for_metric("sse_active_streams", 0.0).await;
     let warm = server.rss_kib();
     let mut kinds = churn(server.addr, round, 0xC0FFEE).await;
-    server.wait_metric("sse_active_streams", 0.0).await;
+    server.wait_for_metric("sse_active_streams", 0.0).await;
     let middle = server.rss_kib();
     let more = churn(server.addr, round, 0xFACADE).await;
-    server.wait_metric("sse_active_streams", 0.0).await;
+    server.wait_for_metric("sse_active_streams", 0.0).await;
     let after = server.rss_kib();
     for (k, (a, b)) in kinds.iter_mut().zip(first.into_iter().zip(more)) {
         *k += a + b;
@@ -418,36 +289,38 @@ async fn churn_leaves_nothing_open_and_memory_where_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_past_max_streams_gets_503_while_open_streams_stay_on_time() {
     let (cap, flood) = (300 * scale(), 1000 * scale());
-    let server = Binary::start(&["--max-streams", &cap.to_string()]);
+    let server = start(&["--max-streams", &cap.to_string()]).await;
     let addr = server.addr;
     // The streams inside the cap tick every 50 ms for as long as the flood lasts.
     let (flood_done, flood_over) = tokio::sync::watch::channel(false);
     let mut open = Vec::with_capacity(cap);
     for _ in 0..cap {
-        let (s, got) = timeout(
+        let conn = within_for(
             WAIT,
+            "opening a stream inside the cap",
             open_stream(addr, "count=1000000&interval_ms=50", None),
         )
-        .await
-        .expect("opening a stream inside the cap hung");
-        open.push(tokio::spawn(read_past(s, got, flood_over.clone(), 10)));
+        .await;
+        open.push(tokio::spawn(read_past(conn, flood_over.clone(), 10)));
     }
-    server.wait_metric("sse_active_streams", cap as f64).await;
+    server
+        .wait_for_metric("sse_active_streams", cap as f64)
+        .await;
     let mut refused = Vec::with_capacity(flood);
     let gate = Arc::new(Semaphore::new(200));
     for _ in 0..flood {
         let gate = Arc::clone(&gate);
         refused.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
-            get(addr, "/api/counter?count=5").await
+            let mut conn = RawConn::dial(addr, DIAL).await;
+            let request =
+                b"GET /api/counter?count=5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+            conn.exchange(request).await.text
         }));
     }
     let mut got_503 = 0;
     for r in refused {
-        let answer = timeout(WAIT, r)
-            .await
-            .expect("a refused request hung")
-            .unwrap();
+        let answer = within_for(WAIT, "a refused request", r).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(
             answer.to_ascii_lowercase().contains("retry-after: "),
@@ -459,9 +332,8 @@ async fn a_flood_past_max_streams_gets_503_while_open_streams_stay_on_time() {
     flood_done.send(true).unwrap();
     let mut on_time = 0;
     for stream in open {
-        let ids = timeout(WAIT, stream)
+        let ids = within_for(WAIT, "an admitted stream stalled", stream)
             .await
-            .expect("an admitted stream stalled")
             .unwrap();
         assert!(
             ids.iter().copied().eq(1..=ids.len() as u64),
@@ -485,19 +357,13 @@ async fn a_flood_past_max_streams_gets_503_while_open_streams_stay_on_time() {
 /// Reads a stream until `more` ticks have arrived after `over` turned true, and returns
 /// every id received.
 async fn read_past(
-    mut s: TcpStream,
-    mut got: Vec<u8>,
+    mut conn: RawConn,
     mut over: tokio::sync::watch::Receiver<bool>,
     more: usize,
 ) -> Vec<u64> {
-    let mut buf = [0u8; 4096];
     let mut ids_at_end = None;
     loop {
-        let ids: Vec<u64> = String::from_utf8_lossy(&got)
-            .lines()
-            .filter_map(|l| l.strip_prefix("id: "))
-            .map(|v| v.parse().unwrap())
-            .collect();
+        let ids = event_ids(&String::from_utf8_lossy(conn.received()));
         if *over.borrow_and_update() && ids_at_end.is_none() {
             ids_at_end = Some(ids.len());
         }
@@ -505,10 +371,9 @@ async fn read_past(
             return ids;
         }
         tokio::select! {
-            n = s.read(&mut buf) => {
+            n = conn.read_more("the next tick of an admitted stream") => {
                 let n = n.unwrap();
                 assert!(n > 0, "an admitted stream closed");
-                got.extend_from_slice(&buf[..n]);
             }
             _ = over.changed(), if ids_at_end.is_none() => {}
         }

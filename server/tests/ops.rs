@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use server::Config;
 use shared::EndReason;
 use std::time::Duration;
-use support::{config, spawn, within, BodyEnd, Finish};
+use support::{config, spawn, within, BodyEnd, Endpoint as _, Finish};
 
 const REASONS: [&str; 4] = ["complete", "shutdown", "client", "fault"];
 

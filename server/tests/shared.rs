@@ -10,7 +10,7 @@ use server::Config;
 use shared::{events, EndReason, Reset, ResetReason, SharedValue};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{config, spawn, within, within_for, Finish, Sse, TestServer};
+use support::{config, spawn, within, within_for, Endpoint as _, Finish, Sse, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpSocket;
 

@@ -1,9 +1,8 @@
-//! Figures the tests measure, collected by `cargo xtask reliability`.
+//! Figures the tests measure, collected by `cargo xtask reliability`; the format of
+//! each line is what the xtask reads, so it must not change.
 //!
 //! Alone the tests run small and fast; the xtask sets `SSE_COUNTER_LOAD_SCALE` to run
 //! them larger and `SSE_COUNTER_RELIABILITY_REPORT` to a file they append JSON lines to.
-
-#![allow(dead_code)]
 
 /// How much to multiply the load by.
 pub fn scale() -> usize {
