@@ -20,6 +20,7 @@ pub mod defaults {
     pub const HISTORY: u64 = shared::limits::DEFAULT_HISTORY;
     pub const PUBLISH_RATE: u64 = shared::limits::DEFAULT_PUBLISH_RATE;
     pub const SHUTDOWN_RETRY_SPREAD_MS: u64 = 10_000;
+    pub const H2_MAX_STREAMS: u32 = 100;
 }
 
 /// Everything the server needs to know; built from the CLI by the binary.
@@ -60,6 +61,10 @@ pub struct Config {
     /// `retry_ms` to `retry_ms` + this, so that clients come back spread over that
     /// window instead of all at once. Zero sends no new `retry:`.
     pub shutdown_retry_spread: Duration,
+    /// TLS, with HTTP/2 and HTTP/1.1 offered by ALPN; `None` serves plain HTTP/1.1.
+    pub tls: Option<crate::serve::TlsSource>,
+    /// HTTP/2 streams open at once on one connection; past it a client waits.
+    pub h2_max_streams: u32,
 }
 
 impl Default for Config {
@@ -79,6 +84,8 @@ impl Default for Config {
             history: defaults::HISTORY as usize,
             publish_rate: defaults::PUBLISH_RATE as u32,
             shutdown_retry_spread: Duration::from_millis(defaults::SHUTDOWN_RETRY_SPREAD_MS),
+            tls: None,
+            h2_max_streams: defaults::H2_MAX_STREAMS,
         }
     }
 }
@@ -117,6 +124,7 @@ impl Config {
             }
         };
         at_least("max_streams", self.max_streams as u64, 1)?;
+        at_least("h2_max_streams", u64::from(self.h2_max_streams), 1)?;
         at_least("keep_alive", self.keep_alive.as_millis() as u64, 1)?;
         at_least("stall_timeout", self.stall_timeout.as_millis() as u64, 1)?;
         at_least(

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use server::config::defaults;
+use server::serve::{TlsError, TlsSource};
 use server::Config;
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -70,13 +71,49 @@ struct Cli {
     #[arg(long, env = "SSE_COUNTER_SHUTDOWN_RETRY_SPREAD_MS",
           default_value_t = defaults::SHUTDOWN_RETRY_SPREAD_MS)]
     shutdown_retry_spread_ms: u64,
+    /// TLS certificate chain (PEM); with --tls-key, serves HTTPS with HTTP/2 and
+    /// HTTP/1.1 offered by ALPN.
+    #[arg(long, env = "SSE_COUNTER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "SSE_COUNTER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate for localhost, 127.0.0.1 and ::1 made at start
+    /// (development only: browsers warn about it).
+    #[arg(long, env = "SSE_COUNTER_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+    /// HTTP/2 streams open at once per connection; past it a client waits.
+    #[arg(long, env = "SSE_COUNTER_H2_MAX_STREAMS", default_value_t = defaults::H2_MAX_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    h2_max_streams: u32,
     /// Serve `/metrics` on this address instead of the main one (e.g. 127.0.0.1:9090).
     #[arg(long, env = "SSE_COUNTER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
 }
 
 impl Cli {
-    fn config(&self) -> Config {
+    /// The TLS source the flags name: files, a certificate made now (its SHA-256
+    /// fingerprint printed), or none.
+    fn tls(&self) -> Result<Option<TlsSource>, TlsError> {
+        if self.tls_self_signed {
+            let (source, fingerprint) = server::serve::tls::self_signed()?;
+            tracing::warn!(
+                "serving a self-signed certificate for localhost, 127.0.0.1 and ::1: for \
+                 development only (browsers warn about it)"
+            );
+            eprintln!("self-signed certificate, SHA-256 fingerprint {fingerprint}");
+            return Ok(Some(source));
+        }
+        Ok(match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    fn config(&self, tls: Option<TlsSource>) -> Config {
         Config {
             static_dir: self.static_dir.clone(),
             retry_ms: self.retry_ms,
@@ -92,6 +129,8 @@ impl Cli {
             history: usize::try_from(self.history).unwrap_or(usize::MAX),
             publish_rate: u32::try_from(self.publish_rate).unwrap_or(u32::MAX),
             shutdown_retry_spread: Duration::from_millis(self.shutdown_retry_spread_ms),
+            tls,
+            h2_max_streams: self.h2_max_streams,
         }
     }
 }
@@ -114,6 +153,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(4096)
 }
 
+/// Exits 2 (as clap does for a bad flag) with `err` on stderr.
+fn refuse(err: &dyn std::fmt::Display) -> ! {
+    eprintln!("error: {err}");
+    std::process::exit(2)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -125,7 +170,19 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let config = cli.config().validate()?;
+    // A setting the server cannot run with exits 2 with a message, like a bad flag.
+    let tls = cli.tls().unwrap_or_else(|err| refuse(&err));
+    if let Some(source) = &tls {
+        // Read and check the certificate and key now, before binding.
+        if let Err(err) = server::serve::tls::server_config(source) {
+            refuse(&err);
+        }
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let config = cli
+        .config(tls)
+        .validate()
+        .unwrap_or_else(|err| refuse(&err));
     if !config.static_dir.join("index.html").is_file() {
         tracing::warn!(
             dir = %config.static_dir.display(),
@@ -145,10 +202,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(l) = &metrics_listener {
         tracing::info!(addr = %l.local_addr()?, "metrics served on their own address");
     }
+    // Listen for signals before saying where we listen: a signal sent as soon as the
+    // line is read must shut down gracefully, not kill the process.
+    let first_signal = server::shutdown_signal();
     // The one line on stdout: scripts and tests read the real port from it.
-    println!("listening on http://{local}");
+    println!("listening on {scheme}://{local}");
     let shutdown = async {
-        server::shutdown_signal().await;
+        first_signal.await;
         tracing::info!("signal received: shutting down (send another to exit at once)");
         tokio::spawn(async {
             server::shutdown_signal().await;

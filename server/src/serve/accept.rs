@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
+    Http2,
 }
 
 /// What happens between accepting a TCP connection and speaking HTTP on it.

@@ -1,9 +1,12 @@
 //! Serving HTTP on one connection once its [`Handshake`] is done: the stall guard, the
-//! request gate, hyper's limits, and the graceful-shutdown watch.
+//! request gate, HTTP/1.1 through hyper or HTTP/2 through [`super::h2`], and the
+//! graceful-shutdown watch.
 
 use super::accept::{Handshake, Protocol};
+use super::h2::{H2Limits, RequestBody};
 use super::stall::{ConnInfo, StallGuard};
 use crate::routes;
+use crate::sse::Shutdown;
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,11 +16,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tower_service::Service;
 use warp::reply::Response;
 
-/// Request line and headers together may not exceed this (hyper answers 431). It also
-/// caps hyper's write buffer per connection.
+/// Request line and headers together may not exceed this (hyper answers 431; for
+/// HTTP/2 it is the header list limit). It also caps hyper's write buffer per
+/// connection.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// A longer path and query gets 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -30,38 +35,56 @@ pub struct HttpServer<S, H> {
     service: S,
     handshake: H,
     http1: hyper::server::conn::http1::Builder,
+    h2: H2Limits,
     /// Also bounds the handshake: a client that never finishes one is dropped then.
     header_read_timeout: Duration,
     stall_timeout: Duration,
+    shutdown: Arc<Shutdown>,
+    /// Held by every connection task; shutdown waits until all are dropped.
+    open: mpsc::Sender<()>,
+}
+
+/// What [`HttpServer::new`] needs besides the service and the handshake.
+pub struct HttpOptions {
+    pub header_read_timeout: Duration,
+    pub stall_timeout: Duration,
+    pub h2_max_streams: u32,
+    pub shutdown: Arc<Shutdown>,
+    pub open: mpsc::Sender<()>,
 }
 
 impl<S, H> HttpServer<S, H>
 where
     S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+        + Service<http::Request<RequestBody>, Response = Response, Error = Infallible>
         + Clone
         + Send
         + 'static,
-    S::Future: Send + 'static,
+    <S as Service<http::Request<Incoming>>>::Future: Send + 'static,
+    <S as Service<http::Request<RequestBody>>>::Future: Send + 'static,
     H: Handshake,
 {
-    pub fn new(
-        service: S,
-        handshake: H,
-        header_read_timeout: Duration,
-        stall_timeout: Duration,
-    ) -> Self {
+    pub fn new(service: S, handshake: H, options: HttpOptions) -> Self {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
+            .header_read_timeout(options.header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .max_headers(MAX_HEADERS);
         HttpServer {
             service,
             handshake,
             http1,
-            header_read_timeout,
-            stall_timeout,
+            h2: H2Limits {
+                max_streams: options.h2_max_streams,
+                max_header_list: MAX_HEADER_BYTES as u32,
+                stall_timeout: options.stall_timeout,
+                handshake_timeout: options.header_read_timeout,
+            },
+            header_read_timeout: options.header_read_timeout,
+            stall_timeout: options.stall_timeout,
+            shutdown: options.shutdown,
+            open: options.open,
         }
     }
 
@@ -69,6 +92,7 @@ where
     pub fn spawn(&self, tcp: TcpStream, peer: SocketAddr, watcher: Watcher) {
         let this = self.clone();
         tokio::spawn(async move {
+            let _open = this.open.clone();
             let handshake = this.handshake.handshake(tcp);
             let (io, protocol) =
                 match tokio::time::timeout(this.header_read_timeout, handshake).await {
@@ -83,21 +107,38 @@ where
                     }
                 };
             let info = Arc::new(ConnInfo::new(peer));
-            let io = StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
-            let service = this.service.clone();
-            let per_request = hyper::service::service_fn(move |mut req| {
-                if let Some(res) = routes::gate(&req) {
-                    return Either::Left(std::future::ready(Ok::<_, Infallible>(res)));
-                }
-                req.extensions_mut().insert(Arc::clone(&info));
-                let mut service = service.clone();
-                Either::Right(service.call(req))
-            });
             let result = match protocol {
                 Protocol::Http1 => {
+                    let io =
+                        StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
+                    let service = this.service.clone();
+                    let per_request = hyper::service::service_fn(move |mut req| {
+                        if let Some(res) = routes::gate(&req) {
+                            return Either::Left(std::future::ready(Ok::<_, Infallible>(res)));
+                        }
+                        req.extensions_mut().insert(Arc::clone(&info));
+                        let mut service = service.clone();
+                        Either::Right(Service::<http::Request<Incoming>>::call(&mut service, req))
+                    });
                     watcher
                         .watch(this.http1.serve_connection(io, per_request))
                         .await
+                        .map_err(std::io::Error::other)
+                }
+                Protocol::Http2 => {
+                    // A connection that stops reading altogether fails its writes
+                    // after the stall timeout, which ends every stream on it.
+                    let io =
+                        StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
+                    super::h2::serve(
+                        TokioIo::new(io),
+                        peer,
+                        info,
+                        this.service.clone(),
+                        this.h2,
+                        Arc::clone(&this.shutdown),
+                    )
+                    .await
                 }
             };
             if let Err(err) = result {

@@ -5,12 +5,15 @@
 //! serves HTTP on it; [`run_with_metrics`] wires them to the routes and shuts down.
 
 pub mod accept;
+pub mod h2;
 pub mod http;
 pub mod stall;
+pub mod tls;
 
 pub use accept::{Handshake, Plain, Protocol, SocketOptions};
-pub use http::{HttpServer, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use http::{HttpOptions, HttpServer, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use stall::{ConnInfo, StallGuard};
+pub use tls::{Tls, TlsError, TlsSource};
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -34,39 +37,95 @@ pub async fn run_with_metrics(
     let config = config
         .validate()
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    let tls = match &config.tls {
+        Some(source) => Some(
+            tls::server_config(source)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?,
+        ),
+        None => None,
+    };
     let state = AppState::new(config);
     let metrics_stop = metrics_listener.map(|l| serve_metrics(l, Arc::clone(&state)));
-    let server = HttpServer::new(
-        warp::service(routes::routes(Arc::clone(&state))),
-        Plain,
-        state.config.header_read_timeout,
-        state.config.stall_timeout,
-    );
-    let options = SocketOptions {
-        send_buffer: state.config.send_buffer,
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let options = || HttpOptions {
+        header_read_timeout: state.config.header_read_timeout,
+        stall_timeout: state.config.stall_timeout,
+        h2_max_streams: state.config.h2_max_streams,
+        shutdown: Arc::clone(&state.shutdown),
+        open: open.clone(),
     };
+    let service = warp::service(routes::routes(Arc::clone(&state)));
     let graceful = GracefulShutdown::new();
-    accept::accept_until(&listener, options, shutdown, |tcp, peer| {
-        server.spawn(tcp, peer, graceful.watcher());
-    })
-    .await;
+    match tls {
+        Some(config) => {
+            let server = HttpServer::new(service, Tls::new(config), options());
+            accept_all(&listener, &state, shutdown, &server, &graceful).await;
+        }
+        None => {
+            let server = HttpServer::new(service, Plain, options());
+            accept_all(&listener, &state, shutdown, &server, &graceful).await;
+        }
+    }
     drop(listener);
+    drop(open);
     if let Some(stop) = metrics_stop {
         let _ = stop.send(());
     }
-    drain(&state, graceful).await;
+    drain(&state, graceful, &mut all_closed).await;
     Ok(())
+}
+
+/// Accepts until `shutdown`, serving each connection with `server`.
+async fn accept_all<S, H>(
+    listener: &TcpListener,
+    state: &AppState,
+    shutdown: impl Future<Output = ()>,
+    server: &HttpServer<S, H>,
+    graceful: &GracefulShutdown,
+) where
+    S: tower_service::Service<
+            ::http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + tower_service::Service<
+            ::http::Request<h2::RequestBody>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    <S as tower_service::Service<::http::Request<hyper::body::Incoming>>>::Future: Send + 'static,
+    <S as tower_service::Service<::http::Request<h2::RequestBody>>>::Future: Send + 'static,
+    H: Handshake,
+{
+    let options = SocketOptions {
+        send_buffer: state.config.send_buffer,
+    };
+    accept::accept_until(listener, options, shutdown, |tcp, peer| {
+        server.spawn(tcp, peer, graceful.watcher());
+    })
+    .await;
 }
 
 /// Ends every open stream with `end` (reason `shutdown`) and waits up to the grace
 /// period for the connections to close.
-async fn drain(state: &AppState, graceful: GracefulShutdown) {
+async fn drain(
+    state: &AppState,
+    graceful: GracefulShutdown,
+    all_closed: &mut tokio::sync::mpsc::Receiver<()>,
+) {
     tracing::info!(
         open_streams = state.admission.active(),
         "shutting down: ending every open stream"
     );
     state.shutdown.begin();
-    match tokio::time::timeout(state.config.shutdown_grace, graceful.shutdown()).await {
+    // HTTP/1.1 connections close once idle; every connection task, HTTP/2 ones
+    // included (they send GOAWAY), then ends.
+    let closed = async {
+        graceful.shutdown().await;
+        let _ = all_closed.recv().await;
+    };
+    match tokio::time::timeout(state.config.shutdown_grace, closed).await {
         Ok(()) => tracing::info!("every connection closed"),
         Err(_) => tracing::warn!(
             open_streams = state.admission.active(),

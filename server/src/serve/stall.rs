@@ -18,6 +18,8 @@ pub struct ConnInfo {
     stalled: AtomicBool,
     /// The client's address as the socket sees it.
     pub peer: Option<std::net::SocketAddr>,
+    /// For one HTTP/2 stream: its connection, which stalls as a whole too.
+    parent: Option<Arc<ConnInfo>>,
 }
 
 impl ConnInfo {
@@ -25,11 +27,26 @@ impl ConnInfo {
         ConnInfo {
             stalled: AtomicBool::new(false),
             peer: Some(peer),
+            parent: None,
         }
     }
 
+    /// The info of one HTTP/2 stream of the connection `parent`: it stalls alone (its
+    /// window stayed shut) or with its connection.
+    pub fn for_stream(parent: &Arc<ConnInfo>) -> Self {
+        ConnInfo {
+            stalled: AtomicBool::new(false),
+            peer: parent.peer,
+            parent: Some(Arc::clone(parent)),
+        }
+    }
+
+    pub fn mark_stalled(&self) {
+        self.stalled.store(true, Ordering::Release);
+    }
+
     pub fn stalled(&self) -> bool {
-        self.stalled.load(Ordering::Acquire)
+        self.stalled.load(Ordering::Acquire) || self.parent.as_ref().is_some_and(|p| p.stalled())
     }
 }
 

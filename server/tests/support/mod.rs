@@ -7,7 +7,8 @@
 //! - [`sse`]: an SSE client (reqwest + eventsource-stream) with typed readers;
 //! - [`raw`]: a raw HTTP/1.1 client over TCP, for exact bytes and misbehaving clients;
 //! - [`prom`]: reading and awaiting values of the Prometheus exposition;
-//! - [`report`]: figures recorded for `cargo xtask reliability`.
+//! - [`report`]: figures recorded for `cargo xtask reliability`;
+//! - [`tls`]: the server over TLS, and TLS and HTTP/2 clients that trust it.
 //!
 //! One timeout convention holds throughout: every network await sits inside [`within`]
 //! or [`within_for`], and a condition the server reaches on its own is polled with
@@ -24,6 +25,7 @@ pub mod prom;
 pub mod raw;
 pub mod report;
 pub mod sse;
+pub mod tls;
 
 // The names most tests use, at the top; as with dead code, each binary uses some.
 #[allow(unused_imports)]
