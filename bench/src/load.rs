@@ -2,8 +2,10 @@
 //! each with a conforming SSE parser, and counts what arrives.
 //!
 //! Each stream is one task owning one bare hyper HTTP/1 client connection: no pool and
-//! no per-request machinery beyond what a browser's EventSource does, so the client
-//! stays light next to the server it measures (both share the same two cores here).
+//! no per-request machinery beyond what a browser's EventSource does. The client runs on
+//! the same machine as the server it measures and competes with it for the cores, so
+//! every cycle it spends shows up in the server's latency and time to headers (the
+//! spread over repeats in `docs/benchmarks.md` shows how much).
 
 use crate::report::WorkerResult;
 use anyhow::{bail, Context as _};

@@ -1,5 +1,11 @@
 //! What a run measured: the raw figures of one worker (mergeable across processes) and
-//! the report made from them, as JSON or as a table for a person.
+//! the report made from them, as JSON or as a table for a person; and what the floor
+//! measured.
+//!
+//! These types are the interface between the programs and `cargo xtask bench`, which
+//! reads them back: every type a reader sees refuses unknown fields, and every optional
+//! figure must be present (as `null` when it has no value), so a renamed field fails to
+//! deserialise instead of reading as "not measured".
 
 use crate::stats::{Histogram, Summary};
 use serde::{Deserialize, Serialize};
@@ -7,6 +13,7 @@ use std::fmt::Write as _;
 
 /// Streams that did not open, or did not stay open, by why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Failures {
     /// The TCP connection or the HTTP handshake failed (refused, no ports, no files).
     pub connect: u64,
@@ -98,11 +105,13 @@ impl WorkerResult {
 
 /// The server's cost, from `/proc`, when its PID was given.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerFigures {
     pub pid: u32,
     /// Server CPU time during the steady window, in µs.
     pub cpu_us_window: f64,
     /// Server CPU per tick delivered in the window, in µs.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub cpu_us_per_event: Option<f64>,
     /// Cores the server kept busy during the window.
     pub cpu_cores: f64,
@@ -111,11 +120,13 @@ pub struct ServerFigures {
     /// Resident memory in the middle of the window, in KiB.
     pub rss_steady_kib: u64,
     /// (steady − before) / streams open, in bytes.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub rss_per_stream_bytes: Option<f64>,
 }
 
 /// The result of a run, as printed with `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Report {
     pub url: String,
     pub streams: u64,
@@ -129,6 +140,7 @@ pub struct Report {
     pub events_in_window: u64,
     pub events_per_sec: f64,
     /// What the streams open at the window's end should deliver per second.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub expected_events_per_sec: Option<f64>,
     pub gaps: u64,
     pub repeats: u64,
@@ -136,6 +148,7 @@ pub struct Report {
     pub time_to_first_event_us: Summary,
     pub latency_us: Summary,
     pub setup_secs: f64,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub server: Option<ServerFigures>,
     pub errors: Vec<String>,
 }
@@ -268,6 +281,20 @@ impl Report {
     }
 }
 
+/// What `floor --json` prints: the CPU cost of one tick-sized write to a loopback socket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Floor {
+    /// Connected socket pairs written to round-robin.
+    pub pairs: u64,
+    pub writes: u64,
+    pub bytes_per_write: u64,
+    /// CPU of the writing thread per write, in µs.
+    pub cpu_us_per_write: f64,
+    /// Wall-clock time per write, in µs.
+    pub wall_us_per_write: f64,
+}
+
 fn summary_ms(s: &Summary) -> String {
     let ms = |v: Option<u64>| {
         v.map(|us| format!("{:.3} ms", us as f64 / 1000.0))
@@ -324,5 +351,105 @@ mod tests {
             .table()
             .lines()
             .any(|l| l.starts_with("gaps / repeats") && l.ends_with("  1 / 2")));
+    }
+
+    /// A report with every optional figure present.
+    fn full_report() -> Report {
+        let mut w = WorkerResult {
+            streams: 2,
+            established: 2,
+            open_at_window_end: 2,
+            events_in_window: 20,
+            ..WorkerResult::default()
+        };
+        for us in [100, 200] {
+            w.latency.record(us);
+            w.time_to_headers.record(us);
+            w.time_to_first_event.record(us);
+        }
+        let server = ServerFigures {
+            pid: 7,
+            cpu_us_window: 100.0,
+            cpu_us_per_event: Some(5.0),
+            cpu_cores: 0.01,
+            rss_before_kib: 1000,
+            rss_steady_kib: 1100,
+            rss_per_stream_bytes: Some(51_200.0),
+        };
+        Report::new("http://127.0.0.1:1/", 1, &w, 1.0, Some(10.0), Some(server))
+    }
+
+    /// Renames the key at `path` in a JSON object to `new`.
+    fn rename(v: &mut serde_json::Value, path: &[&str], new: &str) {
+        let (last, parents) = path.split_last().unwrap();
+        let obj = parents
+            .iter()
+            .fold(v, |v, k| &mut v[*k])
+            .as_object_mut()
+            .unwrap();
+        let moved = obj.remove(*last).expect("the field exists");
+        obj.insert(new.to_owned(), moved);
+    }
+
+    #[test]
+    fn a_report_reads_back_as_itself() {
+        let r = full_report();
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn a_renamed_field_fails_to_read_back_instead_of_reading_as_missing() {
+        let json = serde_json::to_value(full_report()).unwrap();
+        for path in [
+            &["latency_us"][..],
+            &["expected_events_per_sec"],
+            &["server"],
+            &["server", "cpu_us_per_event"],
+            &["server", "rss_per_stream_bytes"],
+            &["time_to_headers_us", "p99"],
+            &["failed", "status"],
+        ] {
+            let mut v = json.clone();
+            rename(&mut v, path, "renamed");
+            let err = serde_json::from_value::<Report>(v)
+                .expect_err(&format!("{path:?} renamed still reads"))
+                .to_string();
+            assert!(err.contains("renamed"), "{path:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_optional_figure_must_be_there_even_when_it_has_no_value() {
+        let json = serde_json::to_value(full_report()).unwrap();
+        let mut v = json.clone();
+        v["server"]["cpu_us_per_event"] = serde_json::Value::Null;
+        let r: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(r.server.unwrap().cpu_us_per_event, None);
+        let mut v = json.clone();
+        v["server"]
+            .as_object_mut()
+            .unwrap()
+            .remove("cpu_us_per_event");
+        let err = serde_json::from_value::<Report>(v).unwrap_err().to_string();
+        assert!(err.contains("missing field `cpu_us_per_event`"), "{err}");
+        let mut v = json;
+        v.as_object_mut().unwrap().remove("server");
+        assert!(serde_json::from_value::<Report>(v).is_err());
+    }
+
+    #[test]
+    fn a_floor_with_a_renamed_field_fails_to_read_back() {
+        let floor = Floor {
+            pairs: 1000,
+            writes: 10,
+            bytes_per_write: 63,
+            cpu_us_per_write: 7.0,
+            wall_us_per_write: 8.0,
+        };
+        let mut v = serde_json::to_value(floor).unwrap();
+        assert_eq!(serde_json::from_value::<Floor>(v.clone()).unwrap(), floor);
+        rename(&mut v, &["cpu_us_per_write"], "cpu_per_write");
+        assert!(serde_json::from_value::<Floor>(v).is_err());
     }
 }

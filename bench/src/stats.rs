@@ -116,12 +116,19 @@ impl Histogram {
 }
 
 /// What the report shows of a histogram.
+/// Its fields are all required (`null` when the histogram is empty) and no others are
+/// accepted: see [`crate::report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Summary {
     pub count: u64,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub p50: Option<u64>,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub p99: Option<u64>,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub max: Option<u64>,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub mean: Option<u64>,
 }
 

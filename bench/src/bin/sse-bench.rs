@@ -145,8 +145,8 @@ fn main() -> anyhow::Result<()> {
             cli.streams.div_ceil(limit.saturating_sub(64).max(1))
         );
     }
-    // The one thread keeps the client's share of the two cores small and predictable;
-    // --procs gives more when one is not enough.
+    // One thread keeps the client's share of the machine's cores, which the server under
+    // test needs too, small and predictable; --procs gives more when one is not enough.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
