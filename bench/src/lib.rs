@@ -1,5 +1,6 @@
-//! The benchmark harness: the load generator's parts (`load`, `stats`, `report`) and the
-//! `/proc` readings (`procfs`) that the `sse-bench` and `floor` binaries share.
+//! The benchmark harness: the load generator's parts (`load`, `publish`, `stats`,
+//! `report`) and the `/proc` readings (`procfs`) that the `sse-bench` and `floor`
+//! binaries share.
 //!
 //! Without the `programs` feature only the report types are built (`report`, `stats`,
 //! `procfs`): `cargo xtask bench` reads the programs' JSON back into them, so a renamed
@@ -8,6 +9,8 @@
 #[cfg(feature = "programs")]
 pub mod load;
 pub mod procfs;
+#[cfg(feature = "programs")]
+pub mod publish;
 pub mod report;
 pub mod stats;
 

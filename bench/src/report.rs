@@ -11,6 +11,44 @@ use crate::stats::{Histogram, Summary};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
+/// What the streams carry, and so how their events are checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// Each stream its own counter (`GET /api/counter`): ticks
+    /// `{"num":n,"sent_at_us":t}` with `num` from 1, one per interval.
+    #[default]
+    Counter,
+    /// Every stream subscribed to one shared counter (`GET /api/shared`): changes
+    /// `{"value":v,"sent_at_us":t}`, checked from the first value a stream sees;
+    /// `heartbeat` events are skipped and a `reset` restarts the check at its value.
+    Shared,
+}
+
+impl StreamKind {
+    /// The kind a path serves: the shared counter's, or else a per-client counter.
+    pub fn for_path(path_and_query: &str) -> StreamKind {
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        if path == shared::paths::SHARED {
+            StreamKind::Shared
+        } else {
+            StreamKind::Counter
+        }
+    }
+}
+
+impl std::str::FromStr for StreamKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "counter" => Ok(StreamKind::Counter),
+            "shared" => Ok(StreamKind::Shared),
+            other => Err(format!("{other:?} is neither `counter` nor `shared`")),
+        }
+    }
+}
+
 /// Streams that did not open, or did not stay open, by why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +99,8 @@ pub struct WorkerResult {
     pub events_in_window: u64,
     pub gaps: u64,
     pub repeats: u64,
+    /// `reset` events on shared streams: the server could not continue a stream's count.
+    pub resets: u64,
     /// From the start of the TCP connect to the response headers, in µs.
     pub time_to_headers: Histogram,
     /// From the start of the TCP connect to the first tick, in µs.
@@ -87,6 +127,7 @@ impl WorkerResult {
         self.events_in_window += o.events_in_window;
         self.gaps += o.gaps;
         self.repeats += o.repeats;
+        self.resets += o.resets;
         self.time_to_headers.merge(&o.time_to_headers);
         self.time_to_first_event.merge(&o.time_to_first_event);
         self.latency.merge(&o.latency);
@@ -124,11 +165,39 @@ pub struct ServerFigures {
     pub rss_per_stream_bytes: Option<f64>,
 }
 
+/// What the publisher did: `POST`s to the shared counter's increment path at a fixed
+/// rate, from the streams' opening to the window's end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishFigures {
+    /// Increments asked per second.
+    pub rate: f64,
+    pub sent: u64,
+    /// Answered with a 2xx.
+    pub ok: u64,
+    /// Answered with another status (a 404 where the route is missing, a 429 past a
+    /// rate limit).
+    pub refused: u64,
+    /// Lost to a connection error or a timeout.
+    pub failed: u64,
+    /// The first few distinct statuses and errors that were not a 2xx.
+    pub errors: Vec<String>,
+}
+
+impl PublishFigures {
+    pub fn note_error(&mut self, e: &str) {
+        if self.errors.len() < MAX_ERRORS && !self.errors.iter().any(|x| x == e) {
+            self.errors.push(e.to_owned());
+        }
+    }
+}
+
 /// The result of a run, as printed with `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     pub url: String,
+    pub kind: StreamKind,
     pub streams: u64,
     pub procs: u32,
     pub established: u64,
@@ -144,12 +213,16 @@ pub struct Report {
     pub expected_events_per_sec: Option<f64>,
     pub gaps: u64,
     pub repeats: u64,
+    pub resets: u64,
     pub time_to_headers_us: Summary,
     pub time_to_first_event_us: Summary,
     pub latency_us: Summary,
     pub setup_secs: f64,
     #[serde(deserialize_with = "Option::deserialize")]
     pub server: Option<ServerFigures>,
+    /// Present when the run drove the shared counter itself.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub publish: Option<PublishFigures>,
     pub errors: Vec<String>,
 }
 
@@ -157,6 +230,7 @@ impl Report {
     /// `events_per_stream_per_sec` is the tick rate asked of the server, if known.
     pub fn new(
         url: &str,
+        kind: StreamKind,
         procs: u32,
         r: &WorkerResult,
         window_secs: f64,
@@ -165,6 +239,7 @@ impl Report {
     ) -> Report {
         Report {
             url: url.to_owned(),
+            kind,
             streams: r.streams,
             procs,
             established: r.established,
@@ -183,11 +258,13 @@ impl Report {
                 .map(|rate| rate * r.open_at_window_end as f64),
             gaps: r.gaps,
             repeats: r.repeats,
+            resets: r.resets,
             time_to_headers_us: r.time_to_headers.summary(),
             time_to_first_event_us: r.time_to_first_event.summary(),
             latency_us: r.latency.summary(),
             setup_secs: r.setup_secs,
             server,
+            publish: None,
             errors: r.errors.clone(),
         }
     }
@@ -235,6 +312,21 @@ impl Report {
             "gaps / repeats",
             format!("{} / {}", self.gaps, self.repeats),
         );
+        if self.kind == StreamKind::Shared {
+            row("resets", self.resets.to_string());
+        }
+        if let Some(p) = &self.publish {
+            row(
+                "published",
+                format!(
+                    "{} at {}/s: {} ok, {} refused, {} failed",
+                    p.sent, p.rate, p.ok, p.refused, p.failed
+                ),
+            );
+            for e in &p.errors {
+                row("publish error", e.clone());
+            }
+        }
         row("time to headers", summary_ms(&self.time_to_headers_us));
         row(
             "time to first event",
@@ -345,7 +437,15 @@ mod tests {
         assert_eq!(a.setup_secs, 1.5);
         assert_eq!(a.errors, ["refused", "reset"]);
         assert_eq!(a.latency.count(), 2);
-        let r = Report::new("http://127.0.0.1:1/", 2, &a, 10.0, Some(1.0), None);
+        let r = Report::new(
+            "http://127.0.0.1:1/",
+            StreamKind::Counter,
+            2,
+            &a,
+            10.0,
+            Some(1.0),
+            None,
+        );
         assert_eq!(r.events_per_sec, 19.0);
         assert!(r
             .table()
@@ -376,7 +476,22 @@ mod tests {
             rss_steady_kib: 1100,
             rss_per_stream_bytes: Some(51_200.0),
         };
-        Report::new("http://127.0.0.1:1/", 1, &w, 1.0, Some(10.0), Some(server))
+        let mut r = Report::new(
+            "http://127.0.0.1:1/api/shared",
+            StreamKind::Shared,
+            1,
+            &w,
+            1.0,
+            Some(10.0),
+            Some(server),
+        );
+        r.publish = Some(PublishFigures {
+            rate: 10.0,
+            sent: 10,
+            ok: 10,
+            ..PublishFigures::default()
+        });
+        r
     }
 
     /// Renames the key at `path` in a JSON object to `new`.
@@ -409,6 +524,8 @@ mod tests {
             &["server", "rss_per_stream_bytes"],
             &["time_to_headers_us", "p99"],
             &["failed", "status"],
+            &["publish", "refused"],
+            &["kind"],
         ] {
             let mut v = json.clone();
             rename(&mut v, path, "renamed");
@@ -436,6 +553,22 @@ mod tests {
         let mut v = json;
         v.as_object_mut().unwrap().remove("server");
         assert!(serde_json::from_value::<Report>(v).is_err());
+    }
+
+    #[test]
+    fn the_kind_of_stream_follows_the_path() {
+        assert_eq!(StreamKind::for_path("/api/shared"), StreamKind::Shared);
+        assert_eq!(
+            StreamKind::for_path("/api/shared?last_event_id=3"),
+            StreamKind::Shared
+        );
+        assert_eq!(
+            StreamKind::for_path("/api/counter?count=5"),
+            StreamKind::Counter
+        );
+        assert_eq!(StreamKind::for_path("/streaming"), StreamKind::Counter);
+        assert_eq!("shared".parse(), Ok(StreamKind::Shared));
+        assert!("fanout".parse::<StreamKind>().is_err());
     }
 
     #[test]

@@ -278,7 +278,7 @@ fn server_tree() -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use ::bench::report::{ServerFigures, WorkerResult};
+    use ::bench::report::{ServerFigures, StreamKind, WorkerResult};
 
     /// A clean report of 19,900 streams with server figures, changed by `edit`.
     pub fn report_with(edit: impl FnOnce(&mut Report)) -> Report {
@@ -298,7 +298,15 @@ pub(crate) mod tests {
             rss_steady_kib: 2,
             rss_per_stream_bytes: Some(1024.0),
         };
-        let mut r = Report::new("http://127.0.0.1:1/", 1, &w, 1.0, Some(1.0), Some(server));
+        let mut r = Report::new(
+            "http://127.0.0.1:1/",
+            StreamKind::Counter,
+            1,
+            &w,
+            1.0,
+            Some(1.0),
+            Some(server),
+        );
         edit(&mut r);
         r
     }
