@@ -16,9 +16,9 @@ mod targets;
 use crate::util::{cargo, display, output, project_root, run, step};
 use ::bench::report::{Floor, Report};
 use anyhow::Context as _;
-use peers::{Peer, PeerId, PEERS};
+use peers::{Fanout, Peer, PeerId, PEERS};
 use report::{fmt, CPU, HEADERS_P99_MS, MEM_KIB};
-use scenarios::{Scenario, MAX_HELD};
+use scenarios::{Load, Scenario, MAX_HELD};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ pub struct Results {
     /// Every floor run.
     pub floors: Vec<Floor>,
     pub failures: Vec<String>,
+    /// Peers a scenario did not run against, and why: `(scenario, peer, why)`.
+    not_run: Vec<(usize, PeerId, String)>,
 }
 
 impl Results {
@@ -53,7 +55,27 @@ impl Results {
                 .collect(),
             floors: Vec::new(),
             failures: Vec::new(),
+            not_run: Vec::new(),
         }
+    }
+
+    /// Records that `scenario` did not run against a peer, once per reason.
+    pub fn not_run(&mut self, scenario: usize, id: PeerId, why: String) {
+        if !self
+            .not_run
+            .iter()
+            .any(|n| *n == (scenario, id, why.clone()))
+        {
+            self.not_run.push((scenario, id, why));
+        }
+    }
+
+    /// Why `scenario` did not run against a peer, if it did not.
+    pub fn why_not_run(&self, scenario: usize, id: PeerId) -> Option<&str> {
+        self.not_run
+            .iter()
+            .find(|(si, i, _)| *si == scenario && *i == id)
+            .map(|(_, _, why)| why.as_str())
     }
 
     fn column(id: PeerId) -> usize {
@@ -121,9 +143,18 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
                 Err(e) => results.failures.push(format!("floor: {e:#}")),
             }
             for peer in &PEERS {
+                if sc.load == Load::Fanout && peer.fanout.is_none() {
+                    results.not_run(si, peer.id, "it has no shared counter".into());
+                    continue;
+                }
                 let log = logs.join(format!("{}-{}-{}.log", sc.slug(), peer.slug, rep + 1));
                 let report = match run_one(&root, sc, peer, &log, nofile) {
-                    Ok(r) => Some(r),
+                    Ok(Run::Measured(r)) => Some(*r),
+                    Ok(Run::NotAvailable(why)) => {
+                        step(format!("{} against {}: {why}", sc.name, peer.label));
+                        results.not_run(si, peer.id, why);
+                        continue;
+                    }
                     Err(e) => {
                         let msg =
                             format!("{} against {}, run {}: {e:#}", sc.name, peer.label, rep + 1);
@@ -150,6 +181,9 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         "peers": PEERS.iter().map(|p| p.label).collect::<Vec<_>>(),
         "runs": results.runs,
         "floors": results.floors,
+        "not_run": results.not_run.iter().map(|(si, id, why)| {
+            serde_json::json!({"scenario": si, "peer": format!("{id:?}"), "why": why})
+        }).collect::<Vec<_>>(),
     });
     std::fs::write(
         logs.join("results.json"),
@@ -179,15 +213,47 @@ fn raise_nofile_limit() -> anyhow::Result<u64> {
     Ok(soft)
 }
 
+/// What one run of a scenario against a peer gave.
+enum Run {
+    /// Boxed: a report is large next to the other variant.
+    Measured(Box<Report>),
+    /// The peer does not serve the scenario's route (yet): why, for the report.
+    NotAvailable(String),
+}
+
 fn run_one(
     root: &Path,
     sc: &Scenario,
     peer: &Peer,
     log: &Path,
     nofile: u64,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Run> {
     let server = peer.start(root, sc, log)?;
-    let url = peer.counter_url(&server.base, sc);
+    // What sse-bench asks for, and how it knows the rate to expect.
+    let (url, load_args) = match (sc.load, &peer.fanout) {
+        (Load::Counter, _) => (
+            peer.counter_url(&server.base, sc),
+            vec!["--interval-ms".to_owned(), sc.interval_ms.to_string()],
+        ),
+        (Load::Fanout, Some(fanout)) => {
+            let path = fanout.path();
+            if let Err(why) = peers::probe(&server.base, path) {
+                return Ok(Run::NotAvailable(format!("not available: {why}")));
+            }
+            let rate_args = match fanout {
+                Fanout::Driven { .. } => vec!["--publish-rate".to_owned(), sc.rate().to_string()],
+                Fanout::SelfTimed { .. } => {
+                    vec!["--interval-ms".to_owned(), sc.interval_ms.to_string()]
+                }
+            };
+            let mut args = vec!["--kind".to_owned(), "shared".to_owned()];
+            args.extend(rate_args);
+            (format!("{}{path}", server.base), args)
+        }
+        (Load::Fanout, None) => {
+            return Ok(Run::NotAvailable("it has no shared counter".into()));
+        }
+    };
     let streams = sc.streams.min(nofile.saturating_sub(100));
     let ramp_secs = if sc.ramp > 0.0 {
         streams as f64 / sc.ramp
@@ -204,7 +270,7 @@ fn run_one(
         .args(["--warmup", &sc.warmup.to_string()])
         .args(["--window", &sc.window.to_string()])
         .args(["--procs", &sc.procs.to_string()])
-        .args(["--interval-ms", &sc.interval_ms.to_string()])
+        .args(&load_args)
         .args(["--duration", &duration.to_string()])
         .args(["--server-pid", &pid])
         .arg("--json");
@@ -231,7 +297,7 @@ fn run_one(
         fmt((HEADERS_P99_MS.get)(&report), 1),
     );
     drop(server);
-    Ok(report)
+    Ok(Run::Measured(Box::new(report)))
 }
 
 /// sse-bench's `--json` output as the type it was written from.

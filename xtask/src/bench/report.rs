@@ -14,6 +14,8 @@ use std::process::Command;
 #[derive(Debug, Clone, Copy)]
 pub struct Figure {
     pub label: &'static str,
+    /// The unit after a number, as the targets table writes it.
+    pub unit: &'static str,
     pub get: fn(&Report) -> Option<f64>,
     pub decimals: usize,
     /// Whether an ours/peer ratio means something for this figure.
@@ -22,24 +24,28 @@ pub struct Figure {
 
 pub const CPU: Figure = Figure {
     label: "server CPU per event (µs)",
+    unit: "µs",
     get: |r| r.server?.cpu_us_per_event,
     decimals: 2,
     ratio: true,
 };
 pub const MEM_KIB: Figure = Figure {
     label: "server memory per stream (KiB)",
+    unit: "KiB",
     get: |r| r.server?.rss_per_stream_bytes.map(|b| b / 1024.0),
     decimals: 2,
     ratio: true,
 };
 pub const HEADERS_P99_MS: Figure = Figure {
     label: "time to headers p99 (ms)",
+    unit: "ms",
     get: |r| ms(r.time_to_headers_us.p99),
     decimals: 2,
     ratio: true,
 };
 pub const LATENCY_P99_MS: Figure = Figure {
     label: "delivery latency p99 (ms)",
+    unit: "ms",
     get: |r| ms(r.latency_us.p99),
     decimals: 3,
     ratio: true,
@@ -51,42 +57,49 @@ pub const ROWS: [Figure; 16] = [
     MEM_KIB,
     Figure {
         label: "established",
+        unit: "",
         get: |r| Some(r.established as f64),
         decimals: 0,
         ratio: false,
     },
     Figure {
         label: "failed",
+        unit: "",
         get: |r| Some(r.failed_total as f64),
         decimals: 0,
         ratio: false,
     },
     Figure {
         label: "events/s in window",
+        unit: "",
         get: |r| Some(r.events_per_sec),
         decimals: 0,
         ratio: false,
     },
     Figure {
         label: "events/s expected",
+        unit: "",
         get: |r| r.expected_events_per_sec,
         decimals: 0,
         ratio: false,
     },
     Figure {
         label: "gaps",
+        unit: "",
         get: |r| Some(r.gaps as f64),
         decimals: 0,
         ratio: false,
     },
     Figure {
         label: "repeats",
+        unit: "",
         get: |r| Some(r.repeats as f64),
         decimals: 0,
         ratio: false,
     },
     Figure {
         label: "time to headers p50 (ms)",
+        unit: "ms",
         get: |r| ms(r.time_to_headers_us.p50),
         decimals: 2,
         ratio: true,
@@ -94,12 +107,14 @@ pub const ROWS: [Figure; 16] = [
     HEADERS_P99_MS,
     Figure {
         label: "time to first event p99 (ms)",
+        unit: "ms",
         get: |r| ms(r.time_to_first_event_us.p99),
         decimals: 1,
         ratio: false,
     },
     Figure {
         label: "delivery latency p50 (ms)",
+        unit: "ms",
         get: |r| ms(r.latency_us.p50),
         decimals: 3,
         ratio: true,
@@ -107,18 +122,21 @@ pub const ROWS: [Figure; 16] = [
     LATENCY_P99_MS,
     Figure {
         label: "delivery latency max (ms)",
+        unit: "ms",
         get: |r| ms(r.latency_us.max),
         decimals: 1,
         ratio: false,
     },
     Figure {
         label: "server cores busy",
+        unit: "",
         get: |r| Some(r.server?.cpu_cores),
         decimals: 2,
         ratio: false,
     },
     Figure {
         label: "server RSS steady (MiB)",
+        unit: "MiB",
         get: |r| Some(r.server?.rss_steady_kib as f64 / 1024.0),
         decimals: 1,
         ratio: false,
@@ -184,10 +202,13 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
         md,
-        "sse-counter against what a user would otherwise run, on the same machine in the same run: \
-         the seed's Express handler ([`bench/peers/express/`](../bench/peers/express/server.js)), the \
-         straightforward warp server ([`bench/src/bin/warp-naive.rs`](../bench/src/bin/warp-naive.rs)), \
-         and the floor: the CPU cost of one tick-sized `write` to a loopback TCP socket \
+        "sse-counter against the least an SSE server can do and what a user would otherwise run, \
+         on the same machine in the same run: the yardstick \
+         ([`bench/src/bin/yardstick.rs`](../bench/src/bin/yardstick.rs): one thread, one epoll, one \
+         `write` per event in chunked framing), the seed's Express handler \
+         ([`bench/peers/express/`](../bench/peers/express/server.js)), the straightforward warp \
+         server ([`bench/src/bin/warp-naive.rs`](../bench/src/bin/warp-naive.rs)), and the floor: the \
+         CPU cost of one tick-sized `write` to a loopback TCP socket \
          ([`bench/src/bin/floor.rs`](../bench/src/bin/floor.rs)). The load comes from \
          [`sse-bench`](../bench/src/bin/sse-bench.rs) on the same machine. Written by the command \
          below; every figure is the median of the repeats.\n"
@@ -334,12 +355,60 @@ fn scenario_section(
         }
         writeln!(md, "{line} |")?;
     }
-    if let (Some(c), Some(f)) = (med(ours, CPU), floor) {
-        writeln!(
+    let yardstick = med(res.runs(si, PeerId::Yardstick), CPU);
+    match (med(ours, CPU), yardstick, floor) {
+        (Some(c), Some(y), Some(f)) => writeln!(
             md,
-            "\nsse-counter's CPU per event is {:.2}× the bare-write floor.",
-            c / f
-        )?;
+            "\nsse-counter's CPU per event is {} the yardstick's and {} the bare-write floor.",
+            ratio(Some(c), Some(y)),
+            ratio(Some(c), Some(f))
+        )?,
+        (Some(c), None, Some(f)) => writeln!(
+            md,
+            "\nsse-counter's CPU per event is {} the bare-write floor.",
+            ratio(Some(c), Some(f))
+        )?,
+        _ => {}
+    }
+    let mut notes = Vec::new();
+    for p in &PEERS {
+        if let Some(why) = res.why_not_run(si, p.id) {
+            notes.push(format!("{}: not run, {why}.", p.label));
+        }
+        for (rep, r) in res.runs(si, p.id).iter().enumerate() {
+            let Some(r) = r else { continue };
+            if let Some(pf) = &r.publish {
+                let errors = if pf.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", pf.errors.join("; "))
+                };
+                notes.push(format!(
+                    "{}, run {}: sse-bench published {} increments at {}/s: {} taken, {} refused, {} lost{errors}.",
+                    p.label,
+                    rep + 1,
+                    pf.sent,
+                    pf.rate,
+                    pf.ok,
+                    pf.refused,
+                    pf.failed
+                ));
+            }
+            if r.resets > 0 {
+                notes.push(format!(
+                    "{}, run {}: {} reset events.",
+                    p.label,
+                    rep + 1,
+                    r.resets
+                ));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        writeln!(md)?;
+        for n in notes {
+            writeln!(md, "- {n}")?;
+        }
     }
     if ours.len() > 1 {
         writeln!(md, "\nSpread over the repeats (min–max):\n")?;
@@ -399,9 +468,25 @@ fn how_it_is_measured(md: &mut String, frame_bytes: Option<u64>) -> anyhow::Resu
          the window minus VmRSS before the first connect, divided by the streams open. \
          **Latency**: the client's wall clock at parse time minus the tick's `sent_at_us`; the client \
          and the server share the machine's {} cores, so it includes the client's own scheduling.\n\
+         - **Yardstick**: the least an SSE server can do, a yardstick and not a product. One thread, \
+         one epoll (mio); it reads each request up to the blank line, writes the response head, and \
+         then each event as one `write(2)` of one HTTP/1.1 chunk, as hyper sends it. Per-client \
+         streams tick on their own schedule, one interval after they opened, with sse-counter's \
+         payload; on `/api/shared` it writes one frame, encoded once, to every subscriber each \
+         interval. Where the floor is the write alone, the yardstick adds what every server pays \
+         per event: its own wake-up, the reader's, and the framing. sse-counter's figures are \
+         given as multiples of both.\n\
          - **Floor**: one thread writes a {} tick frame round-robin to 1,000 connected loopback \
          sockets (Nagle off) while a tokio runtime on another thread reads them; the writer's CPU \
          (schedstat) divided by the writes.\n\
+         - **Fan-out**: every stream subscribes to `/api/shared`; sse-bench checks each change's \
+         `value` for gaps and repeats from the first one a stream sees, and the latency is publish \
+         to delivery (the change's `sent_at_us`). sse-counter's counter is driven by sse-bench \
+         itself, which `POST`s to `/api/shared/increment` at the scenario's rate from the streams' \
+         opening to the window's end (the notes under the table say how many were taken); the \
+         yardstick changes its own every interval. A server that does not answer \
+         `GET /api/shared` with 200 is reported as not available, not as a failure; Express and \
+         naive warp have no shared counter.\n\
          - Express runs the seed's handler as it is, one `setInterval` per client and a \
          `console.log` per closed stream, so its events/s falls below the expected rate as timers \
          drift. Its first connections also pay V8's warm-up.\n\
@@ -442,9 +527,13 @@ mod tests {
     fn every_scenario_gets_a_table_with_every_peer_and_every_figure() {
         let plan = crate::bench::scenarios::scenarios(true);
         let mut res = Results::new(plan.len());
-        for si in 0..plan.len() {
+        for (si, sc) in plan.iter().enumerate() {
             for p in &PEERS {
-                res.push(si, p.id, Some(report_with(|_| {})));
+                if sc.load == crate::bench::scenarios::Load::Fanout && p.fanout.is_none() {
+                    res.not_run(si, p.id, "it has no shared counter".into());
+                } else {
+                    res.push(si, p.id, Some(report_with(|_| {})));
+                }
             }
         }
         let meta = Meta {
@@ -457,7 +546,8 @@ mod tests {
         };
         let md = render(&plan, &res, &meta).unwrap();
         assert!(md.contains(
-            "| | sse-counter | Express (seed) | naive warp | floor | ours / Express | ours / naive |"
+            "| | sse-counter | yardstick | Express (seed) | naive warp | floor | ours / yardstick \
+             | ours / Express | ours / naive |"
         ));
         for sc in &plan {
             assert!(md.contains(&format!("## {}", sc.title())));
@@ -468,9 +558,11 @@ mod tests {
                 .filter(|l| l.starts_with(&format!("| {} |", row.label)));
             assert_eq!(lines.count(), plan.len(), "{}", row.label);
         }
-        assert!(
-            md.contains("| server CPU per event (µs) | 1.00 | 1.00 | 1.00 | n/a | 1.00× | 1.00× |")
-        );
+        assert!(md.contains(
+            "| server CPU per event (µs) | 1.00 | 1.00 | 1.00 | 1.00 | n/a | 1.00× | 1.00× | 1.00× |"
+        ));
+        // A peer a scenario did not run against is named under its table, with why.
+        assert!(md.contains("- Express (seed): not run, it has no shared counter."));
         assert!(!md.contains("## Runs that failed"));
     }
 

@@ -9,11 +9,22 @@ pub const MAX_HELD: u64 = 19_900;
 /// Ticks asked of every stream: far more than any run lasts, so none ends early.
 pub const COUNT: u64 = 1_000_000;
 
-/// One load shape, run against every server.
+/// What the streams of a scenario are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// Each stream its own counter, ticking every `interval_ms`.
+    Counter,
+    /// Every stream subscribed to one shared counter that changes every `interval_ms`.
+    Fanout,
+}
+
+/// One load shape, run against every server that serves it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
     pub name: &'static str,
+    pub load: Load,
     pub streams: u64,
+    /// Between two ticks of a stream, or two changes of the shared counter.
     pub interval_ms: u64,
     /// Streams opened per second; 0 opens them all at once.
     pub ramp: f64,
@@ -33,11 +44,18 @@ impl Scenario {
         } else {
             "opened all at once".to_owned()
         };
-        format!(
-            "{}: {} streams at {rate} Hz, {how}",
-            self.name,
-            thousands(self.streams)
-        )
+        match self.load {
+            Load::Counter => format!(
+                "{}: {} streams at {rate} Hz, {how}",
+                self.name,
+                thousands(self.streams)
+            ),
+            Load::Fanout => format!(
+                "{}: {} subscribers to one shared counter at {rate} events/s, {how}",
+                self.name,
+                thousands(self.streams)
+            ),
+        }
     }
 
     /// Whether streams open at a steady rate (not in a burst), so the window sees the
@@ -50,39 +68,80 @@ impl Scenario {
     pub fn slug(&self) -> String {
         self.name.replace(' ', "-")
     }
+
+    /// Events per second each stream should get.
+    pub fn rate(&self) -> f64 {
+        1000.0 / self.interval_ms as f64
+    }
 }
 
-/// The scenarios, in the order they run: `(name, streams, interval_ms, ramp, warmup,
-/// window, procs)` at full size, then the same names smaller for `--quick`.
-const FULL: [(&str, u64, u64, f64, f64, f64, u32); 4] = [
-    ("10 Hz", 1_000, 100, 1000.0, 2.0, 15.0, 1),
-    ("1 Hz", 10_000, 1000, 2000.0, 3.0, 15.0, 2),
-    ("most held", MAX_HELD, 1000, 2000.0, 3.0, 15.0, 2),
-    ("burst", 10_000, 1000, 0.0, 2.0, 5.0, 2),
+/// A scenario with the fields most share.
+const fn counter(name: &'static str, streams: u64, interval_ms: u64, ramp: f64) -> Scenario {
+    Scenario {
+        name,
+        load: Load::Counter,
+        streams,
+        interval_ms,
+        ramp,
+        warmup: 3.0,
+        window: 15.0,
+        procs: 2,
+    }
+}
+
+/// The scenarios at full size, in the order they run.
+const FULL: [Scenario; 5] = [
+    Scenario {
+        warmup: 2.0,
+        procs: 1,
+        ..counter("10 Hz", 1_000, 100, 1000.0)
+    },
+    counter("1 Hz", 10_000, 1000, 2000.0),
+    counter("most held", MAX_HELD, 1000, 2000.0),
+    Scenario {
+        warmup: 2.0,
+        window: 5.0,
+        ..counter("burst", 10_000, 1000, 0.0)
+    },
+    Scenario {
+        load: Load::Fanout,
+        ..counter("fan-out", 10_000, 100, 2000.0)
+    },
 ];
-const QUICK: [(&str, u64, u64, f64, f64, f64, u32); 4] = [
-    ("10 Hz", 300, 100, 1000.0, 1.0, 4.0, 1),
-    ("1 Hz", 2_000, 1000, 2000.0, 2.0, 5.0, 2),
-    ("most held", 5_000, 1000, 2500.0, 2.0, 5.0, 2),
-    ("burst", 2_000, 1000, 0.0, 1.0, 3.0, 2),
+
+/// The same scenarios smaller, for `--quick`.
+const QUICK: [Scenario; 5] = [
+    Scenario {
+        warmup: 1.0,
+        window: 4.0,
+        procs: 1,
+        ..counter("10 Hz", 300, 100, 1000.0)
+    },
+    Scenario {
+        warmup: 2.0,
+        window: 5.0,
+        ..counter("1 Hz", 2_000, 1000, 2000.0)
+    },
+    Scenario {
+        warmup: 2.0,
+        window: 5.0,
+        ..counter("most held", 5_000, 1000, 2500.0)
+    },
+    Scenario {
+        warmup: 1.0,
+        window: 3.0,
+        ..counter("burst", 2_000, 1000, 0.0)
+    },
+    Scenario {
+        load: Load::Fanout,
+        warmup: 2.0,
+        window: 5.0,
+        ..counter("fan-out", 2_000, 100, 2000.0)
+    },
 ];
 
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
-    let table = if quick { &QUICK } else { &FULL };
-    table
-        .iter()
-        .map(
-            |&(name, streams, interval_ms, ramp, warmup, window, procs)| Scenario {
-                name,
-                streams,
-                interval_ms,
-                ramp,
-                warmup,
-                window,
-                procs,
-            },
-        )
-        .collect()
+    if quick { QUICK } else { FULL }.to_vec()
 }
 
 #[cfg(test)]
@@ -98,6 +157,9 @@ mod tests {
             .iter()
             .any(|s| s.streams == MAX_HELD && s.interval_ms == 1000));
         assert!(full.iter().any(|s| !s.steady() && s.streams == 10_000));
+        assert!(full
+            .iter()
+            .any(|s| s.load == Load::Fanout && s.streams == 10_000 && s.rate() == 10.0));
     }
 
     #[test]
