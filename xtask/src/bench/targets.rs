@@ -39,6 +39,7 @@ pub enum Check {
         limit: f64,
         /// How the figure reads after its number: "KiB per stream", "ms".
         unit: &'static str,
+        decimals: usize,
         size: u64,
         context: Option<PeerId>,
     },
@@ -93,6 +94,7 @@ pub const TARGETS: [Target; 6] = [
             figure: HEADERS_P99_MS,
             limit: 50.0,
             unit: "ms",
+            decimals: 1,
             size: 10_000,
             context: Some(PeerId::Yardstick),
         },
@@ -104,6 +106,7 @@ pub const TARGETS: [Target; 6] = [
             figure: MEM_KIB,
             limit: 8.0,
             unit: "KiB per stream",
+            decimals: 2,
             size: 10_000,
             context: Some(PeerId::Yardstick),
         },
@@ -199,19 +202,23 @@ fn verdict(check: &Check, plan: &[Scenario], res: &Results) -> Option<(String, S
             figure,
             limit,
             unit,
+            decimals: d,
             size,
             context,
             ..
         } => {
-            let d = figure.decimals;
             let v = med(ours(si), figure);
             let gap = v
-                .map(|v| format!("{v:.d$} {unit}, {:.d$} over", v - limit))
+                .map(|v| {
+                    // "KiB per stream" over is "KiB" over.
+                    let per = unit.split(' ').next().unwrap_or(unit);
+                    format!("{v:.d$} {unit}, {:.d$} {per} over", v - limit)
+                })
                 .unwrap_or_default();
             let beside = context
                 .map(|peer| {
                     format!(
-                        "; the {}: {}",
+                        "; the {}'s: {} {unit}",
                         peer_label(peer),
                         fmt(med(res.runs(si, peer), figure), d)
                     )
@@ -368,6 +375,25 @@ mod tests {
             row.status,
             "**not met**: 1.50× the yardstick's, 3.00 µs above 1.2×"
         );
+    }
+
+    #[test]
+    fn a_limit_shows_the_yardsticks_figure_beside_ours() {
+        let plan = scenarios(false);
+        let si = plan.iter().position(|s| s.name == "burst").unwrap();
+        let mut res = Results::new(plan.len());
+        let headers = |us: u64| Some(report_with(|r| r.time_to_headers_us.p99 = Some(us)));
+        res.push(si, PeerId::Ours, headers(802_800));
+        res.push(si, PeerId::Yardstick, headers(40_000));
+        let row = rows(&plan, &res)
+            .into_iter()
+            .find(|r| r.target.contains("burst") || r.target.contains("as fast as"))
+            .unwrap();
+        assert_eq!(
+            row.measured,
+            "802.8 ms at 10,000 streams; the yardstick's: 40.0 ms"
+        );
+        assert_eq!(row.status, "**not met**: 802.8 ms, 752.8 ms over");
     }
 
     #[test]
