@@ -1,8 +1,16 @@
-//! The benchmark harness: the load generator's parts (`load`, `stats`, `report`) and the
-//! `/proc` readings (`procfs`) that the `sse-bench` and `floor` binaries share.
+//! The benchmark harness: the load generator's parts (`load`, `publish`, `stats`,
+//! `report`) and the `/proc` readings (`procfs`) that the `sse-bench` and `floor`
+//! binaries share.
+//!
+//! Without the `programs` feature only the report types are built (`report`, `stats`,
+//! `procfs`): `cargo xtask bench` reads the programs' JSON back into them, so a renamed
+//! field fails to deserialise instead of printing "n/a".
 
+#[cfg(feature = "programs")]
 pub mod load;
 pub mod procfs;
+#[cfg(feature = "programs")]
+pub mod publish;
 pub mod report;
 pub mod stats;
 

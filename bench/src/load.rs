@@ -2,10 +2,12 @@
 //! each with a conforming SSE parser, and counts what arrives.
 //!
 //! Each stream is one task owning one bare hyper HTTP/1 client connection: no pool and
-//! no per-request machinery beyond what a browser's EventSource does, so the client
-//! stays light next to the server it measures (both share the same two cores here).
+//! no per-request machinery beyond what a browser's EventSource does. The client runs on
+//! the same machine as the server it measures and competes with it for the cores, so
+//! every cycle it spends shows up in the server's latency and time to headers (the
+//! spread over repeats in `docs/benchmarks.md` shows how much).
 
-use crate::report::WorkerResult;
+use crate::report::{StreamKind, WorkerResult};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use eventsource_stream::Eventsource as _;
@@ -65,6 +67,7 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub target: Target,
+    pub kind: StreamKind,
     pub streams: u64,
     /// Streams opened per second; 0 opens them all at once.
     pub ramp_per_sec: f64,
@@ -199,13 +202,6 @@ impl Load {
     }
 }
 
-/// The `num` of a tick and when it was sent; other fields are ignored.
-#[derive(serde::Deserialize)]
-struct TickData {
-    num: u64,
-    sent_at_us: u64,
-}
-
 enum Failure {
     Connect(String),
     Status(String),
@@ -305,7 +301,7 @@ async fn run_stream(
         shared.open.fetch_add(1, Ordering::Relaxed);
         shared.settled.fetch_add(1, Ordering::Relaxed);
         established.store(true, Ordering::Relaxed);
-        read_events(shared, response.into_body(), t0).await
+        read_events(shared, cfg.kind, response.into_body(), t0).await
     };
     let mut work = std::pin::pin!(work);
     // The connection is driven in this same task (not spawned): one task per stream.
@@ -327,13 +323,61 @@ async fn run_stream(
     }
 }
 
+/// What one event says: the number to check and when it was sent, or a reset.
+enum Seen {
+    Number {
+        num: u64,
+        sent_at_us: u64,
+    },
+    Reset {
+        value: u64,
+    },
+    /// Not a count: a heartbeat.
+    Skip,
+}
+
+/// Reads one event of a stream of `kind` (its `end` is handled by the caller).
+fn seen(kind: StreamKind, event: &eventsource_stream::Event) -> Result<Seen, Failure> {
+    let bad = |what: &str, e: serde_json::Error| {
+        Failure::Protocol(format!("{what} data {:?}: {e}", event.data))
+    };
+    Ok(match (kind, event.event.as_str()) {
+        (StreamKind::Counter, _) => {
+            let tick: shared::Tick =
+                serde_json::from_str(&event.data).map_err(|e| bad("tick", e))?;
+            Seen::Number {
+                num: tick.num,
+                sent_at_us: tick.sent_at_us,
+            }
+        }
+        (StreamKind::Shared, shared::events::HEARTBEAT) => Seen::Skip,
+        (StreamKind::Shared, shared::events::RESET) => {
+            let reset: shared::Reset =
+                serde_json::from_str(&event.data).map_err(|e| bad("reset", e))?;
+            Seen::Reset { value: reset.value }
+        }
+        (StreamKind::Shared, _) => {
+            let change: shared::SharedValue =
+                serde_json::from_str(&event.data).map_err(|e| bad("shared value", e))?;
+            Seen::Number {
+                num: change.value,
+                sent_at_us: change.sent_at_us,
+            }
+        }
+    })
+}
+
 async fn read_events(
     shared: &Shared,
+    kind: StreamKind,
     body: hyper::body::Incoming,
     t0: Instant,
 ) -> Result<(), Failure> {
     let mut events = BodyDataStream::new(body).eventsource();
-    let mut seq = crate::stats::SeqCheck::new();
+    let mut seq = match kind {
+        StreamKind::Counter => crate::stats::SeqCheck::new(),
+        StreamKind::Shared => crate::stats::SeqCheck::from_first(),
+    };
     let mut first = true;
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| match e {
@@ -343,11 +387,18 @@ async fn read_events(
         if event.event == shared::events::END {
             return Ok(());
         }
-        let tick: TickData = serde_json::from_str(&event.data)
-            .map_err(|e| Failure::Protocol(format!("tick data {:?}: {e}", event.data)))?;
+        let (num, sent_at_us) = match seen(kind, &event)? {
+            Seen::Number { num, sent_at_us } => (num, sent_at_us),
+            Seen::Reset { value } => {
+                seq.restart_at(value);
+                shared.result().resets += 1;
+                continue;
+            }
+            Seen::Skip => continue,
+        };
         let now = unix_us();
         let (gaps, repeats) = (seq.gaps, seq.repeats);
-        seq.observe(tick.num);
+        seq.observe(num);
         let in_window = now >= shared.window_start.load(Ordering::Relaxed)
             && now < shared.window_end.load(Ordering::Relaxed);
         let mut r = shared.result();
@@ -361,7 +412,7 @@ async fn read_events(
         }
         if in_window {
             r.events_in_window += 1;
-            r.latency.record(now.saturating_sub(tick.sent_at_us));
+            r.latency.record(now.saturating_sub(sent_at_us));
         }
     }
     Err(Failure::Closed)

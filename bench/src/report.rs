@@ -1,12 +1,57 @@
 //! What a run measured: the raw figures of one worker (mergeable across processes) and
-//! the report made from them, as JSON or as a table for a person.
+//! the report made from them, as JSON or as a table for a person; and what the floor
+//! measured.
+//!
+//! These types are the interface between the programs and `cargo xtask bench`, which
+//! reads them back: every type a reader sees refuses unknown fields, and every optional
+//! figure must be present (as `null` when it has no value), so a renamed field fails to
+//! deserialise instead of reading as "not measured".
 
 use crate::stats::{Histogram, Summary};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
+/// What the streams carry, and so how their events are checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// Each stream its own counter (`GET /api/counter`): ticks
+    /// `{"num":n,"sent_at_us":t}` with `num` from 1, one per interval.
+    #[default]
+    Counter,
+    /// Every stream subscribed to one shared counter (`GET /api/shared`): changes
+    /// `{"value":v,"sent_at_us":t}`, checked from the first value a stream sees;
+    /// `heartbeat` events are skipped and a `reset` restarts the check at its value.
+    Shared,
+}
+
+impl StreamKind {
+    /// The kind a path serves: the shared counter's, or else a per-client counter.
+    pub fn for_path(path_and_query: &str) -> StreamKind {
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        if path == shared::paths::SHARED {
+            StreamKind::Shared
+        } else {
+            StreamKind::Counter
+        }
+    }
+}
+
+impl std::str::FromStr for StreamKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "counter" => Ok(StreamKind::Counter),
+            "shared" => Ok(StreamKind::Shared),
+            other => Err(format!("{other:?} is neither `counter` nor `shared`")),
+        }
+    }
+}
+
 /// Streams that did not open, or did not stay open, by why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Failures {
     /// The TCP connection or the HTTP handshake failed (refused, no ports, no files).
     pub connect: u64,
@@ -54,6 +99,8 @@ pub struct WorkerResult {
     pub events_in_window: u64,
     pub gaps: u64,
     pub repeats: u64,
+    /// `reset` events on shared streams: the server could not continue a stream's count.
+    pub resets: u64,
     /// From the start of the TCP connect to the response headers, in µs.
     pub time_to_headers: Histogram,
     /// From the start of the TCP connect to the first tick, in µs.
@@ -80,6 +127,7 @@ impl WorkerResult {
         self.events_in_window += o.events_in_window;
         self.gaps += o.gaps;
         self.repeats += o.repeats;
+        self.resets += o.resets;
         self.time_to_headers.merge(&o.time_to_headers);
         self.time_to_first_event.merge(&o.time_to_first_event);
         self.latency.merge(&o.latency);
@@ -98,11 +146,13 @@ impl WorkerResult {
 
 /// The server's cost, from `/proc`, when its PID was given.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerFigures {
     pub pid: u32,
     /// Server CPU time during the steady window, in µs.
     pub cpu_us_window: f64,
     /// Server CPU per tick delivered in the window, in µs.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub cpu_us_per_event: Option<f64>,
     /// Cores the server kept busy during the window.
     pub cpu_cores: f64,
@@ -111,13 +161,43 @@ pub struct ServerFigures {
     /// Resident memory in the middle of the window, in KiB.
     pub rss_steady_kib: u64,
     /// (steady − before) / streams open, in bytes.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub rss_per_stream_bytes: Option<f64>,
+}
+
+/// What the publisher did: `POST`s to the shared counter's increment path at a fixed
+/// rate, from the streams' opening to the window's end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishFigures {
+    /// Increments asked per second.
+    pub rate: f64,
+    pub sent: u64,
+    /// Answered with a 2xx.
+    pub ok: u64,
+    /// Answered with another status (a 404 where the route is missing, a 429 past a
+    /// rate limit).
+    pub refused: u64,
+    /// Lost to a connection error or a timeout.
+    pub failed: u64,
+    /// The first few distinct statuses and errors that were not a 2xx.
+    pub errors: Vec<String>,
+}
+
+impl PublishFigures {
+    pub fn note_error(&mut self, e: &str) {
+        if self.errors.len() < MAX_ERRORS && !self.errors.iter().any(|x| x == e) {
+            self.errors.push(e.to_owned());
+        }
+    }
 }
 
 /// The result of a run, as printed with `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Report {
     pub url: String,
+    pub kind: StreamKind,
     pub streams: u64,
     pub procs: u32,
     pub established: u64,
@@ -129,14 +209,20 @@ pub struct Report {
     pub events_in_window: u64,
     pub events_per_sec: f64,
     /// What the streams open at the window's end should deliver per second.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub expected_events_per_sec: Option<f64>,
     pub gaps: u64,
     pub repeats: u64,
+    pub resets: u64,
     pub time_to_headers_us: Summary,
     pub time_to_first_event_us: Summary,
     pub latency_us: Summary,
     pub setup_secs: f64,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub server: Option<ServerFigures>,
+    /// Present when the run drove the shared counter itself.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub publish: Option<PublishFigures>,
     pub errors: Vec<String>,
 }
 
@@ -144,6 +230,7 @@ impl Report {
     /// `events_per_stream_per_sec` is the tick rate asked of the server, if known.
     pub fn new(
         url: &str,
+        kind: StreamKind,
         procs: u32,
         r: &WorkerResult,
         window_secs: f64,
@@ -152,6 +239,7 @@ impl Report {
     ) -> Report {
         Report {
             url: url.to_owned(),
+            kind,
             streams: r.streams,
             procs,
             established: r.established,
@@ -170,11 +258,13 @@ impl Report {
                 .map(|rate| rate * r.open_at_window_end as f64),
             gaps: r.gaps,
             repeats: r.repeats,
+            resets: r.resets,
             time_to_headers_us: r.time_to_headers.summary(),
             time_to_first_event_us: r.time_to_first_event.summary(),
             latency_us: r.latency.summary(),
             setup_secs: r.setup_secs,
             server,
+            publish: None,
             errors: r.errors.clone(),
         }
     }
@@ -222,6 +312,21 @@ impl Report {
             "gaps / repeats",
             format!("{} / {}", self.gaps, self.repeats),
         );
+        if self.kind == StreamKind::Shared {
+            row("resets", self.resets.to_string());
+        }
+        if let Some(p) = &self.publish {
+            row(
+                "published",
+                format!(
+                    "{} at {}/s: {} ok, {} refused, {} failed",
+                    p.sent, p.rate, p.ok, p.refused, p.failed
+                ),
+            );
+            for e in &p.errors {
+                row("publish error", e.clone());
+            }
+        }
         row("time to headers", summary_ms(&self.time_to_headers_us));
         row(
             "time to first event",
@@ -266,6 +371,20 @@ impl Report {
         }
         out
     }
+}
+
+/// What `floor --json` prints: the CPU cost of one tick-sized write to a loopback socket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Floor {
+    /// Connected socket pairs written to round-robin.
+    pub pairs: u64,
+    pub writes: u64,
+    pub bytes_per_write: u64,
+    /// CPU of the writing thread per write, in µs.
+    pub cpu_us_per_write: f64,
+    /// Wall-clock time per write, in µs.
+    pub wall_us_per_write: f64,
 }
 
 fn summary_ms(s: &Summary) -> String {
@@ -318,11 +437,152 @@ mod tests {
         assert_eq!(a.setup_secs, 1.5);
         assert_eq!(a.errors, ["refused", "reset"]);
         assert_eq!(a.latency.count(), 2);
-        let r = Report::new("http://127.0.0.1:1/", 2, &a, 10.0, Some(1.0), None);
+        let r = Report::new(
+            "http://127.0.0.1:1/",
+            StreamKind::Counter,
+            2,
+            &a,
+            10.0,
+            Some(1.0),
+            None,
+        );
         assert_eq!(r.events_per_sec, 19.0);
         assert!(r
             .table()
             .lines()
             .any(|l| l.starts_with("gaps / repeats") && l.ends_with("  1 / 2")));
+    }
+
+    /// A report with every optional figure present.
+    fn full_report() -> Report {
+        let mut w = WorkerResult {
+            streams: 2,
+            established: 2,
+            open_at_window_end: 2,
+            events_in_window: 20,
+            ..WorkerResult::default()
+        };
+        for us in [100, 200] {
+            w.latency.record(us);
+            w.time_to_headers.record(us);
+            w.time_to_first_event.record(us);
+        }
+        let server = ServerFigures {
+            pid: 7,
+            cpu_us_window: 100.0,
+            cpu_us_per_event: Some(5.0),
+            cpu_cores: 0.01,
+            rss_before_kib: 1000,
+            rss_steady_kib: 1100,
+            rss_per_stream_bytes: Some(51_200.0),
+        };
+        let mut r = Report::new(
+            "http://127.0.0.1:1/api/shared",
+            StreamKind::Shared,
+            1,
+            &w,
+            1.0,
+            Some(10.0),
+            Some(server),
+        );
+        r.publish = Some(PublishFigures {
+            rate: 10.0,
+            sent: 10,
+            ok: 10,
+            ..PublishFigures::default()
+        });
+        r
+    }
+
+    /// Renames the key at `path` in a JSON object to `new`.
+    fn rename(v: &mut serde_json::Value, path: &[&str], new: &str) {
+        let (last, parents) = path.split_last().unwrap();
+        let obj = parents
+            .iter()
+            .fold(v, |v, k| &mut v[*k])
+            .as_object_mut()
+            .unwrap();
+        let moved = obj.remove(*last).expect("the field exists");
+        obj.insert(new.to_owned(), moved);
+    }
+
+    #[test]
+    fn a_report_reads_back_as_itself() {
+        let r = full_report();
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn a_renamed_field_fails_to_read_back_instead_of_reading_as_missing() {
+        let json = serde_json::to_value(full_report()).unwrap();
+        for path in [
+            &["latency_us"][..],
+            &["expected_events_per_sec"],
+            &["server"],
+            &["server", "cpu_us_per_event"],
+            &["server", "rss_per_stream_bytes"],
+            &["time_to_headers_us", "p99"],
+            &["failed", "status"],
+            &["publish", "refused"],
+            &["kind"],
+        ] {
+            let mut v = json.clone();
+            rename(&mut v, path, "renamed");
+            let err = serde_json::from_value::<Report>(v)
+                .expect_err(&format!("{path:?} renamed still reads"))
+                .to_string();
+            assert!(err.contains("renamed"), "{path:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_optional_figure_must_be_there_even_when_it_has_no_value() {
+        let json = serde_json::to_value(full_report()).unwrap();
+        let mut v = json.clone();
+        v["server"]["cpu_us_per_event"] = serde_json::Value::Null;
+        let r: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(r.server.unwrap().cpu_us_per_event, None);
+        let mut v = json.clone();
+        v["server"]
+            .as_object_mut()
+            .unwrap()
+            .remove("cpu_us_per_event");
+        let err = serde_json::from_value::<Report>(v).unwrap_err().to_string();
+        assert!(err.contains("missing field `cpu_us_per_event`"), "{err}");
+        let mut v = json;
+        v.as_object_mut().unwrap().remove("server");
+        assert!(serde_json::from_value::<Report>(v).is_err());
+    }
+
+    #[test]
+    fn the_kind_of_stream_follows_the_path() {
+        assert_eq!(StreamKind::for_path("/api/shared"), StreamKind::Shared);
+        assert_eq!(
+            StreamKind::for_path("/api/shared?last_event_id=3"),
+            StreamKind::Shared
+        );
+        assert_eq!(
+            StreamKind::for_path("/api/counter?count=5"),
+            StreamKind::Counter
+        );
+        assert_eq!(StreamKind::for_path("/streaming"), StreamKind::Counter);
+        assert_eq!("shared".parse(), Ok(StreamKind::Shared));
+        assert!("fanout".parse::<StreamKind>().is_err());
+    }
+
+    #[test]
+    fn a_floor_with_a_renamed_field_fails_to_read_back() {
+        let floor = Floor {
+            pairs: 1000,
+            writes: 10,
+            bytes_per_write: 63,
+            cpu_us_per_write: 7.0,
+            wall_us_per_write: 8.0,
+        };
+        let mut v = serde_json::to_value(floor).unwrap();
+        assert_eq!(serde_json::from_value::<Floor>(v.clone()).unwrap(), floor);
+        rename(&mut v, &["cpu_us_per_write"], "cpu_per_write");
+        assert!(serde_json::from_value::<Floor>(v).is_err());
     }
 }

@@ -116,31 +116,61 @@ impl Histogram {
 }
 
 /// What the report shows of a histogram.
+/// Its fields are all required (`null` when the histogram is empty) and no others are
+/// accepted: see [`crate::report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Summary {
     pub count: u64,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub p50: Option<u64>,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub p99: Option<u64>,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub max: Option<u64>,
+    #[serde(deserialize_with = "Option::deserialize")]
     pub mean: Option<u64>,
 }
 
 /// Checks one stream's `num` values: each should be one more than the last, starting
-/// at 1. A jump forward counts the missing numbers as gaps; a number at or below the
+/// at 1 (or, for a stream that joins a count already under way, at whatever comes
+/// first). A jump forward counts the missing numbers as gaps; a number at or below the
 /// last counts as one repeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SeqCheck {
     last: u64,
+    /// Whether the next number is taken as the start, not checked against `last`.
+    starting: bool,
     pub gaps: u64,
     pub repeats: u64,
 }
 
 impl SeqCheck {
+    /// A count that starts at 1: a per-client counter.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A count joined mid-way: the first number seen is the start (a subscriber of the
+    /// shared counter).
+    pub fn from_first() -> Self {
+        SeqCheck {
+            starting: true,
+            ..Self::default()
+        }
+    }
+
+    /// The count goes on from `num`, whatever came before (the server said so: a reset).
+    pub fn restart_at(&mut self, num: u64) {
+        self.last = num;
+        self.starting = false;
+    }
+
     pub fn observe(&mut self, num: u64) {
+        if self.starting {
+            self.restart_at(num);
+            return;
+        }
         if num <= self.last {
             self.repeats += 1;
             return;
@@ -239,6 +269,18 @@ mod tests {
         }
         // 1 is missing before 2, then 4, 5 and 6.
         assert_eq!((s.gaps, s.repeats), (4, 0));
+    }
+
+    #[test]
+    fn a_count_joined_mid_way_starts_at_the_first_number_seen() {
+        let mut s = SeqCheck::from_first();
+        for n in [41, 42, 44, 44] {
+            s.observe(n);
+        }
+        assert_eq!((s.gaps, s.repeats, s.last()), (1, 1, 44));
+        s.restart_at(100);
+        s.observe(101);
+        assert_eq!((s.gaps, s.repeats, s.last()), (1, 1, 101));
     }
 
     #[test]

@@ -31,8 +31,9 @@ enum Task {
     /// Take screenshots of the page in each state (headless Chromium) into
     /// docs/screenshots/.
     Screenshots,
-    /// Benchmark sse-counter against the seed's Express handler, naive warp and the
-    /// bare-write floor, and write docs/benchmarks.md (loopback only).
+    /// Benchmark sse-counter against the yardstick (the least an SSE server can do), the
+    /// seed's Express handler, naive warp and the bare-write floor, and write
+    /// docs/benchmarks.md (loopback only).
     Bench(bench::Args),
     /// Install the tools the project needs, and nothing else.
     Setup {

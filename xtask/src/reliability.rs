@@ -1,10 +1,15 @@
 //! `cargo xtask reliability`: the churn, flood, stall, shutdown and hostile-input tests,
 //! run larger against a release build, and `docs/reliability.md` written from what they
 //! measured. Loopback only; it stops by itself within a few minutes.
+//!
+//! The tests (`server/tests/load.rs`, `server/tests/hardening.rs`) append one JSON line
+//! per scenario, `{"scenario": NAME, "figures": {...}}`; it is read here into one type
+//! per scenario, so a renamed or missing figure stops the task with the field's name
+//! instead of printing "?".
 
 use crate::util::{cargo, machine, project_root, run, step};
 use anyhow::Context as _;
-use serde_json::Value;
+use serde::Deserialize;
 use std::fmt::Write as _;
 
 #[derive(Debug, clap::Args)]
@@ -12,6 +17,115 @@ pub struct Args {
     /// How many times the tests' own load to run (1 is what `cargo xtask test` runs).
     #[arg(long, default_value_t = 5)]
     scale: usize,
+}
+
+/// One line of the tests' figures.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "scenario", content = "figures", rename_all = "snake_case")]
+enum Line {
+    Churn(Churn),
+    Flood(Flood),
+    Stall(Stall),
+    Shutdown(Shutdown),
+    HostileInput(HostileInput),
+}
+
+/// `churn_leaves_nothing_open_and_memory_where_it_was` in `server/tests/load.rs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Churn {
+    streams: u64,
+    abort_before_first_tick: u64,
+    abort_mid_stream: u64,
+    finish: u64,
+    resume_and_finish: u64,
+    active_after: u64,
+    permits_freed: u64,
+    rss_start_kib: u64,
+    rss_warm_kib: u64,
+    rss_middle_kib: u64,
+    rss_after_kib: u64,
+    peak_rss_kib: u64,
+}
+
+/// `a_flood_past_max_streams_gets_503_while_open_streams_stay_on_time`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Flood {
+    max_streams: u64,
+    admitted_unbroken: u64,
+    flood_requests: u64,
+    refused_503: u64,
+    lost: u64,
+    peak_rss_kib: u64,
+}
+
+/// `a_client_that_stops_reading_is_closed_as_stalled_and_slows_no_one` in
+/// `server/tests/hardening.rs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Stall {
+    stalled_clients: u64,
+    stall_timeout_secs: u64,
+    other_client_ticks: u64,
+    other_client_gaps_or_repeats: u64,
+}
+
+/// `sigterm_with_2000_open_streams_ends_every_one_and_exits_zero` in `server/tests/load.rs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Shutdown {
+    open_streams: u64,
+    ended_with_shutdown: u64,
+    lost: u64,
+    exit_code: i64,
+    exit_ms: u64,
+    grace_secs: u64,
+    peak_rss_kib: u64,
+}
+
+/// `a_corpus_of_hostile_requests_gets_clear_answers` in `server/tests/hardening.rs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct HostileInput {
+    answered_as_expected: u64,
+    server_errors: u64,
+}
+
+/// Every scenario's figures, one of each.
+#[derive(Debug, Clone, PartialEq)]
+struct Figures {
+    churn: Churn,
+    flood: Flood,
+    stall: Stall,
+    shutdown: Shutdown,
+    hostile_input: HostileInput,
+}
+
+impl Figures {
+    /// Reads the tests' JSON lines; the last line of a scenario wins.
+    fn parse(text: &str) -> anyhow::Result<Figures> {
+        let (mut churn, mut flood, mut stall, mut shutdown, mut hostile) =
+            (None, None, None, None, None);
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let line: Line = serde_json::from_str(line)
+                .with_context(|| format!("line {} of the tests' figures", n + 1))?;
+            match line {
+                Line::Churn(f) => churn = Some(f),
+                Line::Flood(f) => flood = Some(f),
+                Line::Stall(f) => stall = Some(f),
+                Line::Shutdown(f) => shutdown = Some(f),
+                Line::HostileInput(f) => hostile = Some(f),
+            }
+        }
+        let missing = |name: &str| format!("no figures for {name}: did its test run?");
+        Ok(Figures {
+            churn: churn.with_context(|| missing("churn"))?,
+            flood: flood.with_context(|| missing("flood"))?,
+            stall: stall.with_context(|| missing("stall"))?,
+            shutdown: shutdown.with_context(|| missing("shutdown"))?,
+            hostile_input: hostile.with_context(|| missing("hostile_input"))?,
+        })
+    }
 }
 
 pub fn run_reliability(args: Args) -> anyhow::Result<()> {
@@ -37,44 +151,20 @@ pub fn run_reliability(args: Args) -> anyhow::Result<()> {
         .env("SSE_COUNTER_RELIABILITY_REPORT", &report))?;
     let took = started.elapsed();
     let lines = std::fs::read_to_string(&report).context("the tests wrote no figures")?;
-    let scenarios: Vec<Value> = lines
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .context("bad figures line")?;
-    let md = render(&scenarios, args.scale, took)?;
+    let figures = Figures::parse(&lines)?;
+    let md = render(&figures, args.scale, took)?;
     let out = root.join("docs/reliability.md");
-    std::fs::create_dir_all(out.parent().unwrap())?;
+    std::fs::create_dir_all(out.parent().context("docs/ has a parent")?)?;
     std::fs::write(&out, md)?;
     step(format!("wrote {}", out.display()));
     Ok(())
 }
 
-fn figure(s: &Value, key: &str) -> String {
-    match &s["figures"][key] {
-        Value::Null => "?".into(),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 => format!("{f:.0}"),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn mib(s: &Value, key: &str) -> String {
-    s["figures"][key]
-        .as_f64()
-        .map(|k| format!("{:.1} MiB", k / 1024.0))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn render(scenarios: &[Value], scale: usize, took: std::time::Duration) -> anyhow::Result<String> {
-    let find = |name: &str| {
-        scenarios
-            .iter()
-            .find(|s| s["scenario"] == name)
-            .with_context(|| format!("no figures for {name}"))
-    };
+fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Result<String> {
     let mut md = String::new();
     writeln!(md, "# Reliability report\n")?;
     writeln!(
@@ -87,78 +177,78 @@ fn render(scenarios: &[Value], scale: usize, took: std::time::Duration) -> anyho
     )?;
     writeln!(md, "Machine: {}\n", machine())?;
 
-    let s = find("churn")?;
+    let s = &f.churn;
     writeln!(md, "## Churn: streams opened and dropped in random order\n")?;
     writeln!(md, "| streams | abort before first tick | abort mid-stream | finish | resume and finish | still open after | permits freed |")?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;
     writeln!(
         md,
         "| {} | {} | {} | {} | {} | {} | {} |\n",
-        figure(s, "streams"),
-        figure(s, "abort_before_first_tick"),
-        figure(s, "abort_mid_stream"),
-        figure(s, "finish"),
-        figure(s, "resume_and_finish"),
-        figure(s, "active_after"),
-        figure(s, "permits_freed")
+        s.streams,
+        s.abort_before_first_tick,
+        s.abort_mid_stream,
+        s.finish,
+        s.resume_and_finish,
+        s.active_after,
+        s.permits_freed
     )?;
     writeln!(
         md,
         "Resident memory, in three equal rounds: {} at start, {} after the first (warm-up), \
          {} after the second, {} after the third; peak {}.\n",
-        mib(s, "rss_start_kib"),
-        mib(s, "rss_warm_kib"),
-        mib(s, "rss_middle_kib"),
-        mib(s, "rss_after_kib"),
-        mib(s, "peak_rss_kib")
+        mib(s.rss_start_kib),
+        mib(s.rss_warm_kib),
+        mib(s.rss_middle_kib),
+        mib(s.rss_after_kib),
+        mib(s.peak_rss_kib)
     )?;
 
-    let s = find("flood")?;
+    let s = &f.flood;
     writeln!(md, "## Flood past `--max-streams`\n")?;
     writeln!(md, "| cap | admitted streams ticking unbroken through the flood | flood requests | answered 503 + Retry-After | lost | peak memory |")?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     writeln!(
         md,
         "| {} | {} | {} | {} | {} | {} |\n",
-        figure(s, "max_streams"),
-        figure(s, "admitted_unbroken"),
-        figure(s, "flood_requests"),
-        figure(s, "refused_503"),
-        figure(s, "lost"),
-        mib(s, "peak_rss_kib")
+        s.max_streams,
+        s.admitted_unbroken,
+        s.flood_requests,
+        s.refused_503,
+        s.lost,
+        mib(s.peak_rss_kib)
     )?;
 
-    let s = find("stall")?;
+    let s = &f.stall;
     writeln!(md, "## A client that stops reading\n")?;
     writeln!(
         md,
         "{} stalled client (receive window 4 KiB, server send buffer 8 KiB, 1 kHz ticks) closed \
          as `sse_disconnects_total{{reason=\"stalled\"}}` after the {} s stall timeout; meanwhile \
          another client received all {} of its ticks with {} gaps or repeats.\n",
-        figure(s, "stalled_clients"),
-        figure(s, "stall_timeout_secs"),
-        figure(s, "other_client_ticks"),
-        figure(s, "other_client_gaps_or_repeats")
+        s.stalled_clients,
+        s.stall_timeout_secs,
+        s.other_client_ticks,
+        s.other_client_gaps_or_repeats
     )?;
 
-    let s = find("shutdown")?;
+    let s = &f.shutdown;
     writeln!(md, "## SIGTERM under load\n")?;
     writeln!(md, "| open streams | ended with `end` reason shutdown | lost | exit code | exit after signal | grace | peak memory |")?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;
     writeln!(
         md,
         "| {} | {} | {} | {} | {} ms | {} s | {} |\n",
-        figure(s, "open_streams"),
-        figure(s, "ended_with_shutdown"),
-        figure(s, "lost"),
-        figure(s, "exit_code"),
-        figure(s, "exit_ms"),
-        figure(s, "grace_secs"),
-        mib(s, "peak_rss_kib")
+        s.open_streams,
+        s.ended_with_shutdown,
+        s.lost,
+        s.exit_code,
+        s.exit_ms,
+        s.grace_secs,
+        mib(s.peak_rss_kib)
     )?;
     writeln!(md, "A second signal during the grace period exits at once (code 130): `a_second_signal_exits_at_once`.\n")?;
 
-    let s = find("hostile_input")?;
+    let s = &f.hostile_input;
     writeln!(md, "## Hostile input\n")?;
     writeln!(
         md,
@@ -167,8 +257,52 @@ fn render(scenarios: &[Value], scale: usize, took: std::time::Duration) -> anyho
          answered as expected, {} with a 5xx. Oversized headers get 431, long URLs 414, and a \
          slowloris client is cut by the header read timeout. Property tests cover the query and \
          `Last-Event-ID` parsers and the event encoder.\n",
-        figure(s, "answered_as_expected"),
-        figure(s, "server_errors")
+        s.answered_as_expected, s.server_errors
     )?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One line per scenario, as `server/tests/report/mod.rs` writes them.
+    const LINES: &str = r#"{"scenario":"shutdown","figures":{"open_streams":2000,"ended_with_shutdown":2000,"lost":0,"exit_code":0,"exit_ms":312,"grace_secs":10,"peak_rss_kib":40960}}
+{"scenario":"churn","figures":{"streams":3000,"abort_before_first_tick":750,"abort_mid_stream":750,"finish":750,"resume_and_finish":750,"active_after":0,"permits_freed":3000,"rss_start_kib":9000,"rss_warm_kib":12000,"rss_middle_kib":12100,"rss_after_kib":12050,"peak_rss_kib":20000}}
+{"scenario":"flood","figures":{"max_streams":300,"admitted_unbroken":300,"flood_requests":1000,"refused_503":1000,"lost":0,"peak_rss_kib":15000}}
+{"scenario":"stall","figures":{"stalled_clients":1,"closed_as_stalled":1,"stall_timeout_secs":1,"other_client_ticks":1500,"other_client_gaps_or_repeats":0}}
+{"scenario":"hostile_input","figures":{"requests":40,"answered_as_expected":40,"server_errors":0}}
+"#;
+
+    #[test]
+    fn the_tests_figures_read_into_their_types() {
+        let f = Figures::parse(LINES).unwrap();
+        assert_eq!(f.churn.permits_freed, 3000);
+        assert_eq!(f.shutdown.exit_ms, 312);
+        assert_eq!(f.hostile_input.answered_as_expected, 40);
+        let md = render(&f, 1, std::time::Duration::from_secs(1)).unwrap();
+        assert!(
+            md.contains("| 300 | 300 | 1000 | 1000 | 0 | 14.6 MiB |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_renamed_figure_is_an_error_naming_it() {
+        let renamed = LINES.replace("\"refused_503\"", "\"refused\"");
+        let err = format!("{:#}", Figures::parse(&renamed).unwrap_err());
+        assert!(err.contains("missing field `refused_503`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn a_scenario_that_wrote_nothing_is_an_error() {
+        let without_stall: String = LINES
+            .lines()
+            .filter(|l| !l.contains("\"stall\""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let err = format!("{:#}", Figures::parse(&without_stall).unwrap_err());
+        assert!(err.contains("no figures for stall"), "{err}");
+    }
 }

@@ -54,7 +54,8 @@ fn trunk() -> anyhow::Result<()> {
 }
 
 /// trunk uses the `wasm-bindgen` on PATH only if its version equals the crate's in
-/// Cargo.lock; otherwise it tries to download one, which fails here.
+/// Cargo.lock; otherwise it tries to download one, which fails on a machine that reaches
+/// only the package registries (as the project's machines and CI do).
 fn wasm_bindgen() -> anyhow::Result<()> {
     let want = locked_version("wasm-bindgen")?;
     let have = output(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
@@ -64,8 +65,8 @@ fn wasm_bindgen() -> anyhow::Result<()> {
     step(format!(
         "installing wasm-bindgen-cli {want} (must equal the wasm-bindgen crate in Cargo.lock; ~5 minutes once)"
     ));
-    // Not `--locked`: one of the CLI's locked dependencies is not served by the registry
-    // here, and the unlocked build works.
+    // Not `--locked`: the CLI's lock file names a dependency version that the package
+    // registry the project's machines use does not serve, and the unlocked build works.
     run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))
 }
 

@@ -1,6 +1,6 @@
 //! `floor`: the CPU cost of one tick-sized (~70-byte) `write` to a loopback TCP socket
-//! on this machine, the physical limit per delivered event that a server is measured
-//! against.
+//! on the machine it runs on, the physical limit per delivered event that a server is
+//! measured against.
 //!
 //! It opens `--pairs` connected socket pairs, writes one tick frame to each in turn
 //! from one thread (Nagle off, as a streaming server would), and divides that thread's
@@ -9,8 +9,8 @@
 //! the wake-up of a waiting reader just as a server's does.
 
 use anyhow::Context as _;
+use bench::report::Floor;
 use clap::Parser;
-use serde::Serialize;
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
@@ -29,17 +29,6 @@ struct Cli {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct Floor {
-    pairs: u64,
-    writes: u64,
-    bytes_per_write: usize,
-    /// CPU of the writing thread per write, in µs.
-    cpu_us_per_write: f64,
-    /// Wall-clock time per write, in µs.
-    wall_us_per_write: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let floor = Floor {
         pairs: cli.pairs,
         writes: cli.writes,
-        bytes_per_write: frame.len(),
+        bytes_per_write: frame.len() as u64,
         cpu_us_per_write: cpu_ns as f64 / 1000.0 / cli.writes as f64,
         wall_us_per_write: wall.as_secs_f64() * 1e6 / cli.writes as f64,
     };

@@ -4,7 +4,8 @@
 use anyhow::{bail, ensure, Context as _};
 use bench::load::{Load, LoadConfig, Target, Window};
 use bench::procfs::{self, ProcSample};
-use bench::report::{Report, ServerFigures, WorkerResult};
+use bench::publish::{publish, PublishConfig};
+use bench::report::{PublishFigures, Report, ServerFigures, StreamKind, WorkerResult};
 use clap::Parser;
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,7 +21,9 @@ const MAX_DURATION_SECS: u64 = 3_600;
 /// Opens --streams streams at --ramp per second, spread over source addresses
 /// 127.0.0.1..=127.0.0.K, waits until all are open (or failed), waits --warmup, then
 /// counts ticks for --window seconds and closes everything. Ticks are SSE events whose
-/// data is JSON with `num` (1, 2, ...) and `sent_at_us` (the server's wall clock).
+/// data is JSON with `num` (1, 2, ...) and `sent_at_us` (the server's wall clock); on
+/// the shared counter (`--kind shared`) they carry `value` instead, counted from the
+/// first a stream sees, and --publish-rate drives the changes.
 #[derive(Debug, Parser)]
 #[command(name = "sse-bench", version)]
 struct Cli {
@@ -59,6 +62,18 @@ struct Cli {
     /// from `interval_ms=` in the URL when not given).
     #[arg(long)]
     interval_ms: Option<u64>,
+    /// What the streams carry: `counter` (ticks with `num` from 1) or `shared` (changes
+    /// of the shared counter with `value`); by default `shared` for the shared
+    /// counter's path, else `counter`.
+    #[arg(long)]
+    kind: Option<StreamKind>,
+    /// Increments per second to `POST` to --publish-path once the streams are open, until
+    /// the window ends (0: none; the server changes the counter by itself).
+    #[arg(long, default_value_t = 0.0)]
+    publish_rate: f64,
+    /// The path that increments the shared counter, on the URL's server.
+    #[arg(long, default_value = shared::paths::SHARED_INCREMENT)]
+    publish_path: String,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -73,6 +88,7 @@ struct Cli {
 impl Cli {
     fn load_config(&self, target: Target, streams: u64, first_index: u64) -> LoadConfig {
         LoadConfig {
+            kind: self.stream_kind(&target),
             target,
             streams,
             ramp_per_sec: self.ramp / f64::from(self.procs),
@@ -105,7 +121,17 @@ impl Cli {
         )
     }
 
+    fn stream_kind(&self, target: &Target) -> StreamKind {
+        self.kind
+            .unwrap_or_else(|| StreamKind::for_path(&target.path_and_query))
+    }
+
+    /// Events each stream should get per second: from --interval-ms, else the publish
+    /// rate, else `interval_ms=` in the URL.
     fn tick_rate(&self, target: &Target) -> Option<f64> {
+        if self.interval_ms.is_none() && self.publish_rate > 0.0 {
+            return Some(self.publish_rate);
+        }
         let ms = self.interval_ms.or_else(|| {
             target
                 .path_and_query
@@ -137,6 +163,14 @@ fn main() -> anyhow::Result<()> {
         u64::from(cli.procs) <= cli.streams,
         "--procs may not exceed --streams"
     );
+    ensure!(
+        cli.publish_rate >= 0.0 && cli.publish_rate <= 10_000.0,
+        "--publish-rate must be from 0 to 10000"
+    );
+    ensure!(
+        cli.publish_path.starts_with('/'),
+        "--publish-path must start with /"
+    );
     let limit = bench::raise_nofile_limit().context("cannot raise the open-files limit")?;
     let per_proc = cli.streams.div_ceil(u64::from(cli.procs));
     if per_proc + 64 > limit {
@@ -145,8 +179,8 @@ fn main() -> anyhow::Result<()> {
             cli.streams.div_ceil(limit.saturating_sub(64).max(1))
         );
     }
-    // The one thread keeps the client's share of the two cores small and predictable;
-    // --procs gives more when one is not enough.
+    // One thread keeps the client's share of the machine's cores, which the server under
+    // test needs too, small and predictable; --procs gives more when one is not enough.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -215,7 +249,12 @@ async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
         cli.procs,
         if cli.procs == 1 { "" } else { "es" }
     );
-    let (result, window, samples) = if cli.procs == 1 {
+    let publisher = (cli.publish_rate > 0.0).then(|| PublishConfig {
+        target: target.clone(),
+        path: cli.publish_path.clone(),
+        rate: cli.publish_rate,
+    });
+    let (result, window, samples, published) = if cli.procs == 1 {
         let load = Load::open(
             cli.load_config(target.clone(), cli.streams, 0),
             cli.settle_limit(),
@@ -223,11 +262,14 @@ async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
         .await;
         eprintln!("sse-bench: {} established", load.established());
         let window = cli.window();
-        let (result, samples) = tokio::join!(load.measure(window), sample_server(cli, window));
-        (result, window, samples?)
+        let (result, samples, published) = tokio::join!(
+            load.measure(window),
+            sample_server(cli, window),
+            publish_until(publisher.as_ref(), window)
+        );
+        (result, window, samples?, published)
     } else {
-        let (result, window, samples) = with_workers(cli).await?;
-        (result, window, samples)
+        with_workers(cli, publisher.as_ref()).await?
     };
     let server = match (cli.server_pid, before, samples) {
         (Some(pid), Some(before), Some((start, mid, end))) => {
@@ -247,14 +289,22 @@ async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
         }
         _ => None,
     };
-    Ok(Report::new(
+    let mut report = Report::new(
         &target.url,
+        cli.stream_kind(&target),
         cli.procs,
         &result,
         window.secs(),
         cli.tick_rate(&target),
         server,
-    ))
+    );
+    report.publish = published;
+    Ok(report)
+}
+
+/// Publishes from now until the window ends, when there is a publisher.
+async fn publish_until(cfg: Option<&PublishConfig>, window: Window) -> Option<PublishFigures> {
+    Some(publish(cfg?, window.end_us).await)
 }
 
 /// The server at the window's start, middle and end (CPU from start to end, memory in
@@ -277,8 +327,12 @@ async fn sample_server(
 
 type Samples = Option<(ProcSample, ProcSample, ProcSample)>;
 
-/// Runs the load in `--procs` worker processes and merges their figures.
-async fn with_workers(cli: &Cli) -> anyhow::Result<(WorkerResult, Window, Samples)> {
+/// Runs the load in `--procs` worker processes and merges their figures; the publisher,
+/// when there is one, runs here.
+async fn with_workers(
+    cli: &Cli,
+    publisher: Option<&PublishConfig>,
+) -> anyhow::Result<(WorkerResult, Window, Samples, Option<PublishFigures>)> {
     let exe = std::env::current_exe().context("cannot find this program to spawn workers")?;
     let procs = u64::from(cli.procs);
     let mut workers = Vec::new();
@@ -296,6 +350,10 @@ async fn with_workers(cli: &Cli) -> anyhow::Result<(WorkerResult, Window, Sample
             .args(["--warmup", &cli.warmup.to_string()])
             .args(["--window", &cli.window.to_string()])
             .args(["--duration", &cli.duration.to_string()])
+            .args([
+                "--kind",
+                kind_arg(cli.stream_kind(&Target::parse(&cli.url)?)),
+            ])
             .arg("--worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -339,8 +397,20 @@ async fn with_workers(cli: &Cli) -> anyhow::Result<(WorkerResult, Window, Sample
         }
         anyhow::Ok(merged)
     };
-    let (merged, samples) = tokio::join!(collect, sample_server(cli, window));
-    Ok((merged?, window, samples?))
+    let (merged, samples, published) = tokio::join!(
+        collect,
+        sample_server(cli, window),
+        publish_until(publisher, window)
+    );
+    Ok((merged?, window, samples?, published))
+}
+
+/// `--kind`'s value for a kind.
+fn kind_arg(kind: StreamKind) -> &'static str {
+    match kind {
+        StreamKind::Counter => "counter",
+        StreamKind::Shared => "shared",
+    }
 }
 
 #[cfg(test)]
@@ -365,5 +435,21 @@ mod tests {
         let cli = Cli::parse_from(["sse-bench", "http://127.0.0.1:1/x?count=5&interval_ms=250"]);
         let target = Target::parse(&cli.url).unwrap();
         assert_eq!(cli.tick_rate(&target), Some(4.0));
+    }
+
+    #[test]
+    fn a_shared_stream_expects_the_publish_rate_unless_told_an_interval() {
+        let url = "http://127.0.0.1:1/api/shared";
+        let target = Target::parse(url).unwrap();
+        let cli = Cli::parse_from(["sse-bench", url, "--publish-rate", "10"]);
+        assert_eq!(cli.stream_kind(&target), StreamKind::Shared);
+        assert_eq!(cli.tick_rate(&target), Some(10.0));
+        let cli = Cli::parse_from(["sse-bench", url, "--interval-ms", "200"]);
+        assert_eq!(cli.tick_rate(&target), Some(5.0));
+        let cli = Cli::parse_from(["sse-bench", url, "--kind", "counter"]);
+        assert_eq!(cli.stream_kind(&target), StreamKind::Counter);
+        for kind in [StreamKind::Counter, StreamKind::Shared] {
+            assert_eq!(kind_arg(kind).parse(), Ok(kind));
+        }
     }
 }
