@@ -12,8 +12,9 @@ mod state;
 mod view;
 
 use source::{Dispatch, Source};
-use state::{Effect, Msg, State};
+use state::{Answer, Effect, Msg, State};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -35,12 +36,14 @@ fn now_ms() -> u64 {
         .map_or(0, |p| p.now() as u64)
 }
 
-/// Runs one input through the state machine and applies what it asks for.
+/// Runs one input through the state machine and applies what it asks for. What the
+/// glue itself learns while applying an effect (a source that cannot be made) goes back
+/// through the state machine too, before the page is rendered.
 fn dispatch(app: &Rc<RefCell<App>>, msg: Msg) {
     let mut guard = app.borrow_mut();
     let app_ref = &mut *guard;
-    let effects = app_ref.state.update(msg, now_ms());
-    for effect in effects {
+    let mut effects = VecDeque::from(app_ref.state.update(msg, now_ms()));
+    while let Some(effect) = effects.pop_front() {
         match effect {
             Effect::CloseSource => app_ref.source = None,
             Effect::OpenSource(url) => {
@@ -50,7 +53,8 @@ fn dispatch(app: &Rc<RefCell<App>>, msg: Msg) {
                 match Source::open(&url, &d) {
                     Ok(source) => app_ref.source = Some(source),
                     Err(e) => {
-                        app_ref.state.error = Some(format!("cannot open EventSource: {e:?}"));
+                        let error = js_error_text(&e);
+                        effects.extend(app_ref.state.update(Msg::OpenFailed { error }, now_ms()));
                     }
                 }
             }
@@ -58,6 +62,14 @@ fn dispatch(app: &Rc<RefCell<App>>, msg: Msg) {
         }
     }
     app_ref.view.render(&app_ref.state);
+}
+
+/// The message of a JavaScript exception, or whatever it is as text.
+fn js_error_text(e: &JsValue) -> String {
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(err) => String::from(err.message()),
+        None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
+    }
 }
 
 /// An EventSource only says "error"; the answer's status and JSON body say why. The
@@ -73,7 +85,7 @@ fn ask_why(url: String, serial: u64, dispatch: Option<Dispatch>) {
 }
 
 /// The status and body of `GET url`, or `None` when no answer came (server down).
-async fn fetch_answer(url: &str) -> Option<(u16, String)> {
+async fn fetch_answer(url: &str) -> Option<Answer> {
     use wasm_bindgen_futures::JsFuture;
     let window = web_sys::window()?;
     let res = JsFuture::from(window.fetch_with_str(url)).await.ok()?;
@@ -85,7 +97,10 @@ async fn fetch_answer(url: &str) -> Option<(u16, String)> {
         if let Some(body) = res.body() {
             let _ = body.cancel();
         }
-        return Some((status, String::new()));
+        return Some(Answer {
+            status,
+            body: String::new(),
+        });
     }
     let body = match res.text() {
         Ok(p) => JsFuture::from(p)
@@ -95,7 +110,7 @@ async fn fetch_answer(url: &str) -> Option<(u16, String)> {
             .unwrap_or_default(),
         Err(_) => String::new(),
     };
-    Some((status, body))
+    Some(Answer { status, body })
 }
 
 /// Calls `f` on every click of the element with this `data-testid`.

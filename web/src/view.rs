@@ -20,7 +20,7 @@ pub struct View {
     drop_after: HtmlInputElement,
     close_on_error: HtmlInputElement,
     /// The `seq` of the newest log line on the page: each render adds only newer lines,
-    /// rather than rebuilding 200 rows for every tick.
+    /// rather than rebuilding the whole log for every tick.
     log_shown: Cell<u64>,
 }
 
@@ -122,10 +122,10 @@ impl View {
             let Ok(row) = self.doc.create_element("li") else {
                 return;
             };
-            let _ = row.set_attribute("class", &format!("kind-{}", entry.kind));
+            let _ = row.set_attribute("class", &format!("kind-{}", entry.kind.as_str()));
             for (class, text) in [
                 ("at", format!("{:.3}s", entry.at_ms as f64 / 1000.0)),
-                ("kind", entry.kind.to_owned()),
+                ("kind", entry.kind.as_str().to_owned()),
                 ("id", entry.id.clone()),
                 ("data", entry.data.clone()),
             ] {
