@@ -5,6 +5,24 @@ use std::collections::VecDeque;
 /// The log keeps this many entries; older ones scroll away.
 pub const LOG_LIMIT: usize = 200;
 
+/// Which stream a log line is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The per-client counter (the form and Connect).
+    Counter,
+    /// The shared counter panel.
+    Shared,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Counter => "counter",
+            Stream::Shared => "shared",
+        }
+    }
+}
+
 /// What a log line is about. Its text is also the line's CSS class (`kind-...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogKind {
@@ -22,8 +40,13 @@ pub enum LogKind {
     Error,
     /// The server's reason for refusing a stream, once the page has asked.
     Refused,
-    /// The person closed the stream.
+    /// The person closed the stream (Close, or Leave on the shared panel).
     Close,
+    /// The shared stream could not continue from the page's last id: the value is
+    /// replaced.
+    Reset,
+    /// The answer to a `+1`.
+    Increment,
 }
 
 impl LogKind {
@@ -37,6 +60,8 @@ impl LogKind {
             LogKind::Error => "error",
             LogKind::Refused => "refused",
             LogKind::Close => "close",
+            LogKind::Reset => "reset",
+            LogKind::Increment => "increment",
         }
     }
 }
@@ -48,6 +73,7 @@ pub struct LogEntry {
     pub seq: u64,
     /// Milliseconds since the page loaded.
     pub at_ms: u64,
+    pub stream: Stream,
     pub kind: LogKind,
     pub id: String,
     pub data: String,
@@ -62,7 +88,7 @@ pub struct Log {
 }
 
 impl Log {
-    pub fn push(&mut self, at_ms: u64, kind: LogKind, id: &str, data: &str) {
+    pub fn push(&mut self, at_ms: u64, stream: Stream, kind: LogKind, id: &str, data: &str) {
         if self.entries.len() == LOG_LIMIT {
             self.entries.pop_front();
         }
@@ -70,6 +96,7 @@ impl Log {
         self.entries.push_back(LogEntry {
             seq: self.seq,
             at_ms,
+            stream,
             kind,
             id: id.to_owned(),
             data: data.to_owned(),
@@ -103,7 +130,7 @@ mod tests {
     fn keeps_the_newest_entries_and_numbers_them_all() {
         let mut log = Log::default();
         for n in 1..=(LOG_LIMIT as u64 + 5) {
-            log.push(n, LogKind::Message, &n.to_string(), "");
+            log.push(n, Stream::Counter, LogKind::Message, &n.to_string(), "");
         }
         assert_eq!(log.len(), LOG_LIMIT);
         assert_eq!(log.iter().next().map(|e| e.seq), Some(6));
@@ -123,6 +150,8 @@ mod tests {
             LogKind::Error,
             LogKind::Refused,
             LogKind::Close,
+            LogKind::Reset,
+            LogKind::Increment,
         ];
         let mut names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         names.sort_unstable();

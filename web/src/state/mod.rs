@@ -4,18 +4,21 @@
 //! (`cargo test -p web`).
 //!
 //! By concern: [`form`] reads the settings, [`refusal`] works out why a stream was
-//! refused, [`log`] keeps the event log; this module runs the connection.
+//! refused, [`log`] keeps the event log, [`shared_counter`] runs the shared counter
+//! panel; this module runs the per-client counter's connection and joins them.
 
 pub mod form;
 pub mod log;
 pub mod refusal;
+pub mod shared_counter;
 
 pub use form::Form;
-pub use log::{Log, LogKind, LOG_LIMIT};
+pub use log::{Log, LogKind, Stream, LOG_LIMIT};
 pub use refusal::Answer;
 
 use refusal::{Inquiry, Refusal};
 use shared::{CounterParams, End, EndReason, Tick};
+use shared_counter::SharedCounter;
 
 /// The connection's state, as shown in the `state` badge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub enum Msg {
     /// The answer to [`Effect::AskWhy`] for connection number `serial`, or `None` when
     /// the server could not be reached at all.
     Why { serial: u64, answer: Option<Answer> },
+    /// An input for the shared counter panel.
+    Shared(shared_counter::Msg),
 }
 
 /// What the glue must do after an update.
@@ -89,6 +94,8 @@ pub enum Effect {
     /// `fetch` this URL and send back what the server answers as [`Msg::Why`]: an
     /// EventSource reports only "error", never the status or the body.
     AskWhy { url: String, serial: u64 },
+    /// Something to do for the shared counter panel.
+    Shared(shared_counter::Effect),
 }
 
 /// The page's whole state.
@@ -113,6 +120,8 @@ pub struct State {
     params: Option<CounterParams>,
     /// When to ask why the current connection failed, and which answer is about it.
     inquiry: Inquiry,
+    /// The shared counter panel, which has a life of its own: Connect leaves it alone.
+    pub shared: SharedCounter,
     pub log: Log,
 }
 
@@ -130,6 +139,7 @@ impl Default for State {
             close_on_error: true,
             params: None,
             inquiry: Inquiry::default(),
+            shared: SharedCounter::default(),
             log: Log::default(),
         }
     }
@@ -144,7 +154,7 @@ impl State {
                     return Vec::new();
                 }
                 self.conn = Conn::ClosedByUser;
-                self.log.push(
+                self.log_line(
                     now_ms,
                     LogKind::Close,
                     "",
@@ -158,7 +168,7 @@ impl State {
                 }
                 let message = format!("cannot open EventSource: {error}");
                 self.conn = Conn::ClosedOnError;
-                self.log.push(now_ms, LogKind::Error, "", &message);
+                self.log_line(now_ms, LogKind::Error, "", &message);
                 self.error = Some(message);
                 vec![Effect::CloseSource]
             }
@@ -178,7 +188,7 @@ impl State {
                     "" => String::new(),
                     id => format!("resumed after Last-Event-ID {id}"),
                 };
-                self.log.push(now_ms, LogKind::Open, "", &detail);
+                self.log_line(now_ms, LogKind::Open, "", &detail);
                 Vec::new()
             }
             Msg::Message { id, data } => {
@@ -189,12 +199,11 @@ impl State {
                     Ok(tick) => {
                         self.counter = Some(tick.num);
                         self.events += 1;
-                        self.log.push(now_ms, LogKind::Message, &id, &data);
+                        self.log_line(now_ms, LogKind::Message, &id, &data);
                         self.last_event_id = id;
                     }
                     Err(e) => {
-                        self.log
-                            .push(now_ms, LogKind::Malformed, &id, &format!("{data} ({e})"))
+                        self.log_line(now_ms, LogKind::Malformed, &id, &format!("{data} ({e})"))
                     }
                 }
                 Vec::new()
@@ -206,9 +215,9 @@ impl State {
                 match serde_json::from_str::<End>(&data) {
                     Ok(end) => {
                         self.end_reason = Some(end.reason);
-                        self.log.push(now_ms, LogKind::End, "", &data);
+                        self.log_line(now_ms, LogKind::End, "", &data);
                     }
-                    Err(e) => self.log.push(
+                    Err(e) => self.log_line(
                         now_ms,
                         LogKind::Malformed,
                         "",
@@ -221,18 +230,29 @@ impl State {
                 vec![Effect::CloseSource]
             }
             Msg::Error { closed } => self.error(closed, now_ms),
+            Msg::Shared(msg) => self
+                .shared
+                .update(msg, now_ms, &mut self.log)
+                .into_iter()
+                .map(Effect::Shared)
+                .collect(),
             Msg::Why { serial, answer } => {
                 if !self.inquiry.is_current(serial) {
                     return Vec::new();
                 }
                 let refusal = Refusal::from_answer(answer.as_ref());
                 if let Some(message) = refusal.counter_message(&self.last_event_id) {
-                    self.log.push(now_ms, LogKind::Refused, "", &message);
+                    self.log_line(now_ms, LogKind::Refused, "", &message);
                     self.error = Some(message);
                 }
                 Vec::new()
             }
         }
+    }
+
+    /// Adds a line about the per-client counter to the log.
+    fn log_line(&mut self, now_ms: u64, kind: LogKind, id: &str, data: &str) {
+        self.log.push(now_ms, Stream::Counter, kind, id, data);
     }
 
     fn connect(&mut self, form: &Form, now_ms: u64) -> Vec<Effect> {
@@ -252,10 +272,11 @@ impl State {
             close_on_error: form.close_on_error,
             params: Some(params),
             inquiry,
+            shared: std::mem::take(&mut self.shared),
             log: std::mem::take(&mut self.log),
             ..State::default()
         };
-        self.log.push(now_ms, LogKind::Connect, "", &url);
+        self.log_line(now_ms, LogKind::Connect, "", &url);
         // A second Connect closes the open source before opening the new one.
         vec![Effect::CloseSource, Effect::OpenSource(url)]
     }
@@ -267,7 +288,7 @@ impl State {
         let mut effects = Vec::new();
         if self.close_on_error {
             self.conn = Conn::ClosedOnError;
-            self.log.push(
+            self.log_line(
                 now_ms,
                 LogKind::Error,
                 "",
@@ -283,7 +304,7 @@ impl State {
             // page.
             self.conn = Conn::ClosedOnError;
             self.browser_gave_up = true;
-            self.log.push(
+            self.log_line(
                 now_ms,
                 LogKind::Error,
                 "",
@@ -292,7 +313,7 @@ impl State {
             effects.push(Effect::CloseSource);
         } else {
             self.conn = Conn::Reconnecting;
-            self.log.push(
+            self.log_line(
                 now_ms,
                 LogKind::Error,
                 "",
@@ -334,6 +355,7 @@ mod tests {
     fn answer(status: u16, body: &str) -> Option<Answer> {
         Some(Answer {
             status,
+            retry_after: None,
             body: body.to_owned(),
         })
     }
@@ -707,5 +729,35 @@ mod tests {
                 2
             )
             .is_empty());
+    }
+
+    #[test]
+    fn the_panel_and_the_counter_are_independent() {
+        let mut s = connected(true);
+        let fx = s.update(Msg::Shared(shared_counter::Msg::Join), 2);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::Shared(shared_counter::Effect::CloseSource),
+                Effect::Shared(shared_counter::Effect::OpenSource("/api/shared".into())),
+            ]
+        );
+        assert_eq!(s.conn, Conn::Open, "joining leaves the counter alone");
+        s.update(Msg::Connect(form("3", "", true)), 3);
+        assert_eq!(
+            s.shared.conn,
+            shared_counter::Conn::Connecting,
+            "Connect leaves the panel alone"
+        );
+        let streams: Vec<Stream> = s.log.iter().map(|e| e.stream).collect();
+        assert_eq!(
+            streams,
+            [
+                Stream::Counter,
+                Stream::Counter,
+                Stream::Shared,
+                Stream::Counter
+            ]
+        );
     }
 }

@@ -2,14 +2,28 @@
 //! the body, so the page asks the server the same request with `fetch`, once per
 //! connection, and reads the answer here.
 
-use shared::{params, ErrorBody};
+use shared::{params, ErrorBody, UnavailableReason};
 
-/// The server's answer to the page asking why, as `fetch` saw it.
+/// An answer from the server, as `fetch` saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
-    /// The body of an error answer; empty for a `2xx`, whose stream is not read.
+    /// The `Retry-After` header, as sent.
+    pub retry_after: Option<String>,
+    /// The body; empty for a stream that answered `2xx`, which the page does not read.
     pub body: String,
+}
+
+impl Answer {
+    /// `Retry-After` in seconds. The server sends whole seconds; the other form the
+    /// standard allows, an HTTP date, is not read (`None`), as is anything else.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        let v = self.retry_after.as_deref()?.trim();
+        if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        v.parse().ok()
+    }
 }
 
 /// What an answer means for a stream that failed.
@@ -25,6 +39,8 @@ pub enum Refusal {
     Status {
         status: u16,
         body: Option<ErrorBody>,
+        /// When the server suggests trying again, in seconds (`Retry-After`).
+        retry_after_s: Option<u64>,
     },
 }
 
@@ -38,8 +54,27 @@ impl Refusal {
             Some(a) => Refusal::Status {
                 status: a.status,
                 body: serde_json::from_str(&a.body).ok(),
+                retry_after_s: a.retry_after_s(),
             },
         }
+    }
+
+    /// What an error status says, after "refused": `(HTTP 503, capacity): too many open
+    /// streams`. Empty for the other cases, which each have their own sentence.
+    pub fn status_text(&self) -> String {
+        let Refusal::Status { status, body, .. } = self else {
+            return String::new();
+        };
+        let reason = body
+            .as_ref()
+            .and_then(|b| b.reason)
+            .map(|r| format!(", {}", unavailable_text(r)))
+            .unwrap_or_default();
+        let error = body
+            .as_ref()
+            .map(|b| format!(": {}", b.error))
+            .unwrap_or_default();
+        format!("(HTTP {status}{reason}){error}")
     }
 
     /// The per-client counter's sentence for the person, or `None` when there is
@@ -57,6 +92,7 @@ impl Refusal {
             Refusal::Status {
                 status,
                 body: Some(e),
+                ..
             } if e.param.as_deref() == Some(params::DROP_AFTER) => format!(
                 "This server does not allow fault injection, so it refused drop_after \
                  (HTTP {status}). Start it with --allow-fault-injection to simulate a \
@@ -65,12 +101,24 @@ impl Refusal {
             Refusal::Status {
                 status,
                 body: Some(e),
+                ..
             } => format!("The server refused the stream (HTTP {status}): {}", e.error),
-            Refusal::Status { status, body: None } => {
+            Refusal::Status {
+                status, body: None, ..
+            } => {
                 format!("The server refused the stream (HTTP {status})")
             }
         };
         Some(message)
+    }
+}
+
+/// The words for a `503`'s reason.
+pub fn unavailable_text(reason: UnavailableReason) -> &'static str {
+    match reason {
+        UnavailableReason::Capacity => "capacity",
+        UnavailableReason::StoreUnavailable => "store unavailable",
+        UnavailableReason::ShuttingDown => "shutting down",
     }
 }
 
@@ -124,6 +172,7 @@ mod tests {
     fn answer(status: u16, body: &str) -> Option<Answer> {
         Some(Answer {
             status,
+            retry_after: None,
             body: body.to_owned(),
         })
     }
@@ -143,19 +192,54 @@ mod tests {
             Refusal::from_answer(answer(502, "<html>").as_ref()),
             Refusal::Status {
                 status: 502,
-                body: None
+                body: None,
+                retry_after_s: None,
             }
         );
         let r =
             Refusal::from_answer(answer(503, r#"{"error":"busy","reason":"capacity"}"#).as_ref());
+        assert_eq!(
+            r.status_text(),
+            "(HTTP 503, capacity): busy",
+            "the status, the 503's reason and the server's words"
+        );
         let Refusal::Status {
             status: 503,
             body: Some(body),
+            ..
         } = r
         else {
             panic!("{r:?}")
         };
-        assert_eq!(body.reason, Some(shared::UnavailableReason::Capacity));
+        assert_eq!(body.reason, Some(UnavailableReason::Capacity));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_whole_seconds_only() {
+        let with = |v: &str| Answer {
+            status: 503,
+            retry_after: Some(v.to_owned()),
+            body: String::new(),
+        };
+        assert_eq!(with("1").retry_after_s(), Some(1));
+        assert_eq!(with(" 30 ").retry_after_s(), Some(30));
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "99999999999",
+        ] {
+            assert_eq!(with(bad).retry_after_s(), None, "{bad:?}");
+        }
+        let r = Refusal::from_answer(Some(&with("7")));
+        assert!(matches!(
+            r,
+            Refusal::Status {
+                retry_after_s: Some(7),
+                ..
+            }
+        ));
     }
 
     #[test]
