@@ -9,9 +9,11 @@
 
 mod source;
 mod state;
+mod timer;
 mod view;
 
 use source::{Handler, Source, SourceEvent};
+use state::reconnect::Config;
 use state::shared_counter::{self, join_requested};
 use state::{Answer, Effect, Msg, State};
 use std::cell::RefCell;
@@ -33,6 +35,8 @@ struct App {
     source: Option<Source>,
     /// The shared counter panel's EventSource, if any.
     shared_source: Option<Source>,
+    /// The shared counter panel's one timer; replacing or clearing it cancels the old one.
+    shared_timer: Option<timer::Timer>,
     /// The page's dispatcher, handed to each new EventSource and request. It holds the
     /// app weakly, so the app does not own itself.
     dispatch: Dispatch,
@@ -107,12 +111,25 @@ fn apply_shared(app: &mut App, effect: shared_counter::Effect, d: Dispatch) -> O
         }
         Effect::AskWhy { url, serial } => spawn(async move {
             let answer = fetch_answer(&url).await;
-            d(Msg::Shared(SharedMsg::Why { serial, answer }))
+            d(Msg::Shared(SharedMsg::Why {
+                serial,
+                answer,
+                jitter: js_sys::Math::random(),
+            }))
         }),
         Effect::PostIncrement => spawn(async move {
             let answer = post_increment().await;
             d(Msg::Shared(SharedMsg::Incremented { answer }))
         }),
+        Effect::SetTimer { generation, ms } => {
+            app.shared_timer = None;
+            match timer::Timer::start(ms, move || d(Msg::Shared(SharedMsg::Timer { generation }))) {
+                Ok(t) => app.shared_timer = Some(t),
+                // Only a page without a window gets here, and it has no panel either.
+                Err(e) => web_sys::console::error_1(&e),
+            }
+        }
+        Effect::ClearTimer => app.shared_timer = None,
     }
     None
 }
@@ -135,7 +152,10 @@ fn shared_msg(e: SourceEvent) -> shared_counter::Msg {
         SourceEvent::Event { name, id, data } => match name {
             shared::events::RESET => Msg::Reset { id, data },
             shared::events::HEARTBEAT => Msg::Heartbeat { data },
-            shared::events::END => Msg::End { data },
+            shared::events::END => Msg::End {
+                data,
+                jitter: js_sys::Math::random(),
+            },
             _ => Msg::Value { id, data },
         },
         SourceEvent::Error { closed } => Msg::Error { closed },
@@ -234,10 +254,11 @@ fn start() -> Result<(), JsValue> {
     let app = Rc::new_cyclic(|weak: &Weak<RefCell<App>>| {
         let weak = weak.clone();
         RefCell::new(App {
-            state: State::default(),
+            state: State::new(Config::from_query(&query)),
             view,
             source: None,
             shared_source: None,
+            shared_timer: None,
             dispatch: Rc::new(move |msg| {
                 if let Some(app) = weak.upgrade() {
                     dispatch(&app, msg);
@@ -279,7 +300,8 @@ fn start() -> Result<(), JsValue> {
         d(Msg::Connect(form));
     }
     if join_requested(&query) {
-        // `/?shared=1` joins the shared counter at once, for the same reason.
+        // `/?shared=1` joins the shared counter at once, for the same reason
+        // (`&heartbeat_ms=` and `&retry_ms=` set what the page assumes of the server).
         d(Msg::Shared(shared_counter::Msg::Join));
     }
     // The app lives as long as the page; the dispatcher holds it only weakly.

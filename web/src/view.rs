@@ -174,6 +174,8 @@ fn detail(s: &State) -> String {
 struct SharedView {
     value: Element,
     state: Element,
+    /// The seconds left before the page reconnects by itself, next to the badge.
+    retry_in: Element,
     detail: Element,
     error: Element,
     increment_error: Element,
@@ -189,6 +191,7 @@ impl SharedView {
         Ok(SharedView {
             value: by_testid(doc, "shared-value")?,
             state: by_testid(doc, "shared-state")?,
+            retry_in: by_testid(doc, "shared-retry-in")?,
             detail: by_testid(doc, "shared-detail")?,
             error: by_testid(doc, "shared-error")?,
             increment_error: by_testid(doc, "shared-increment-error")?,
@@ -222,21 +225,42 @@ impl SharedView {
         set_text(&self.last_id, &last_id);
         set_text(&self.heartbeats, &s.heartbeats.to_string());
         set_text(&self.reconnects, &s.reconnects.to_string());
-        set_disabled(&self.join, s.conn.is_live());
-        set_disabled(&self.leave, !s.conn.is_live());
+        set_disabled(&self.join, s.conn.is_joined());
+        set_disabled(&self.leave, !s.conn.is_joined());
+        let retry_in = s.seconds_left().map(|n| format!("in {n} s"));
+        set_message(&self.retry_in, retry_in.as_deref());
     }
 }
 
 /// One sentence on what the panel's state means.
 fn shared_detail(s: &SharedCounter) -> String {
-    use shared_counter::Conn;
+    use shared_counter::{Cause, Conn, Retry};
+    let after = s
+        .last_id
+        .map_or_else(String::new, |id| format!(" after id {id}"));
     match s.conn {
         Conn::Idle => "Not joined: the page holds no connection for it.".into(),
         Conn::Connecting => "Opening the shared stream…".into(),
         Conn::Open => "Live: every page that joined sees each +1.".into(),
-        Conn::Reconnecting => {
+        Conn::Reconnecting(Retry::Browser) => {
             "The stream failed; the browser is reconnecting by itself with Last-Event-ID.".into()
         }
+        Conn::Reconnecting(Retry::Asking) => {
+            "The browser gave up on the stream; asking the server why…".into()
+        }
+        Conn::Reconnecting(Retry::Waiting { cause, .. }) => {
+            let left = s.seconds_left().unwrap_or(0);
+            match cause {
+                Cause::Refused => format!(
+                    "The page reconnects{after} in {left} s; the wait doubles while \
+                     refusals repeat, up to a minute."
+                ),
+                Cause::Ended => {
+                    format!("The server ended the stream; the page reconnects{after} in {left} s.")
+                }
+            }
+        }
+        Conn::Reconnecting(Retry::Opening) => format!("Reconnecting{after}…"),
         Conn::Closed if s.error.is_some() => "The stream was refused: Join to try again.".into(),
         Conn::Closed => "You left: the page holds no connection for it.".into(),
     }

@@ -47,6 +47,10 @@ pub enum LogKind {
     Reset,
     /// The answer to a `+1`.
     Increment,
+    /// The page will reconnect the shared stream by itself, after a wait.
+    Retry,
+    /// The shared stream was silent for longer than the heartbeats allow.
+    Missed,
 }
 
 impl LogKind {
@@ -62,6 +66,8 @@ impl LogKind {
             LogKind::Close => "close",
             LogKind::Reset => "reset",
             LogKind::Increment => "increment",
+            LogKind::Retry => "retry",
+            LogKind::Missed => "missed",
         }
     }
 }
@@ -152,6 +158,8 @@ mod tests {
             LogKind::Close,
             LogKind::Reset,
             LogKind::Increment,
+            LogKind::Retry,
+            LogKind::Missed,
         ];
         let mut names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         names.sort_unstable();

@@ -5,10 +5,12 @@
 //!
 //! By concern: [`form`] reads the settings, [`refusal`] works out why a stream was
 //! refused, [`log`] keeps the event log, [`shared_counter`] runs the shared counter
-//! panel; this module runs the per-client counter's connection and joins them.
+//! panel and [`reconnect`] times its reconnections; this module runs the per-client
+//! counter's connection and joins them.
 
 pub mod form;
 pub mod log;
+pub mod reconnect;
 pub mod refusal;
 pub mod shared_counter;
 
@@ -146,6 +148,14 @@ impl Default for State {
 }
 
 impl State {
+    /// A page whose shared counter panel assumes `config` of the server.
+    pub fn new(config: reconnect::Config) -> State {
+        State {
+            shared: SharedCounter::new(config),
+            ..State::default()
+        }
+    }
+
     pub fn update(&mut self, msg: Msg, now_ms: u64) -> Vec<Effect> {
         match msg {
             Msg::Connect(form) => self.connect(&form, now_ms),
@@ -568,6 +578,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_says_when_the_server_suggests_trying_again() {
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", true)), 0);
+        s.update(Msg::Error { closed: true }, 1);
+        s.update(
+            Msg::Why {
+                serial: 1,
+                answer: Some(Answer {
+                    status: 503,
+                    retry_after: Some("2".into()),
+                    body: r#"{"error":"too many open streams","reason":"capacity"}"#.into(),
+                }),
+            },
+            2,
+        );
+        assert_eq!(
+            s.error.as_deref(),
+            Some(
+                "The server refused the stream (HTTP 503): too many open streams. The server \
+                 suggests trying again in 2 s"
+            )
+        );
+        // The teaching behaviour stays: the page closed it, and nothing reconnects.
+        assert_eq!(s.conn, Conn::ClosedOnError);
+    }
+
+    #[test]
     fn an_unreachable_server_is_named_and_asked_about_once() {
         let mut s = State::default();
         s.update(Msg::Connect(form("3", "", false)), 0);
@@ -736,8 +773,8 @@ mod tests {
         let mut s = connected(true);
         let fx = s.update(Msg::Shared(shared_counter::Msg::Join), 2);
         assert_eq!(
-            fx,
-            vec![
+            fx[..2],
+            [
                 Effect::Shared(shared_counter::Effect::CloseSource),
                 Effect::Shared(shared_counter::Effect::OpenSource("/api/shared".into())),
             ]

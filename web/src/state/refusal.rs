@@ -109,7 +109,18 @@ impl Refusal {
                 format!("The server refused the stream (HTTP {status})")
             }
         };
-        Some(message)
+        Some(message + &self.retry_after_text())
+    }
+
+    /// `. The server suggests trying again in N s` when it sent `Retry-After`.
+    pub fn retry_after_text(&self) -> String {
+        match self {
+            Refusal::Status {
+                retry_after_s: Some(s),
+                ..
+            } => format!(". The server suggests trying again in {s} s"),
+            _ => String::new(),
+        }
     }
 }
 
@@ -151,8 +162,10 @@ impl Inquiry {
     /// After an error: the serial to ask under, when the page should ask now. An error
     /// before the stream ever opened, or one the browser gave up on (`closed`), is a
     /// refusal (bad parameters, fault injection off, too many streams, server down).
+    /// The browser gives up once per source, so that one is always asked about, even
+    /// after retries were: its answer may differ, and what the page does next needs it.
     pub fn ask(&mut self, closed: bool) -> Option<u64> {
-        if (self.was_open && !closed) || self.asked {
+        if !closed && (self.was_open || self.asked) {
             return None;
         }
         self.asked = true;
@@ -247,7 +260,12 @@ mod tests {
         let mut q = Inquiry::default();
         q.start();
         assert_eq!(q.ask(false), Some(1), "an error before opening");
-        assert_eq!(q.ask(true), None, "asked already");
+        assert_eq!(
+            q.ask(false),
+            None,
+            "the browser retrying is asked about once"
+        );
+        assert_eq!(q.ask(true), Some(1), "then it gave up: ask again");
         q.start();
         q.opened();
         assert_eq!(q.ask(false), None, "a drop after opening is no refusal");
