@@ -1,5 +1,6 @@
 //! Renders the state into the page's elements, found once by their `data-testid`.
 
+use crate::state::shared_counter::{self, SharedCounter};
 use crate::state::{Form, State, LOG_LIMIT};
 use std::cell::Cell;
 use wasm_bindgen::{JsCast, JsValue};
@@ -19,8 +20,9 @@ pub struct View {
     interval: HtmlInputElement,
     drop_after: HtmlInputElement,
     close_on_error: HtmlInputElement,
+    shared: SharedView,
     /// The `seq` of the newest log line on the page: each render adds only newer lines,
-    /// rather than rebuilding 200 rows for every tick.
+    /// rather than rebuilding the whole log for every tick.
     log_shown: Cell<u64>,
 }
 
@@ -50,6 +52,7 @@ impl View {
             interval: input(&doc, "interval")?,
             drop_after: input(&doc, "drop-after")?,
             close_on_error: input(&doc, "close-on-error")?,
+            shared: SharedView::new(&doc)?,
             log_shown: Cell::new(0),
             doc,
         })
@@ -101,16 +104,8 @@ impl View {
             },
         );
         set_text(&self.detail, &detail(s));
-        match &s.error {
-            Some(e) => {
-                set_text(&self.error, e);
-                let _ = self.error.remove_attribute("hidden");
-            }
-            None => {
-                set_text(&self.error, "");
-                let _ = self.error.set_attribute("hidden", "");
-            }
-        }
+        set_message(&self.error, s.error.as_deref());
+        self.shared.render(&s.shared);
         self.render_log(s);
     }
 
@@ -122,10 +117,11 @@ impl View {
             let Ok(row) = self.doc.create_element("li") else {
                 return;
             };
-            let _ = row.set_attribute("class", &format!("kind-{}", entry.kind));
+            let _ = row.set_attribute("class", &format!("kind-{}", entry.kind.as_str()));
             for (class, text) in [
                 ("at", format!("{:.3}s", entry.at_ms as f64 / 1000.0)),
-                ("kind", entry.kind.to_owned()),
+                ("stream", entry.stream.as_str().to_owned()),
+                ("kind", entry.kind.as_str().to_owned()),
                 ("id", entry.id.clone()),
                 ("data", entry.data.clone()),
             ] {
@@ -172,6 +168,119 @@ fn detail(s: &State) -> String {
         }
         Conn::ClosedByUser => "You closed the EventSource; the server stopped the stream.".into(),
     }
+}
+
+/// The shared counter panel's elements.
+struct SharedView {
+    value: Element,
+    state: Element,
+    /// The seconds left before the page reconnects by itself, next to the badge.
+    retry_in: Element,
+    detail: Element,
+    error: Element,
+    increment_error: Element,
+    last_id: Element,
+    heartbeats: Element,
+    reconnects: Element,
+    join: Element,
+    leave: Element,
+}
+
+impl SharedView {
+    fn new(doc: &Document) -> Result<SharedView, JsValue> {
+        Ok(SharedView {
+            value: by_testid(doc, "shared-value")?,
+            state: by_testid(doc, "shared-state")?,
+            retry_in: by_testid(doc, "shared-retry-in")?,
+            detail: by_testid(doc, "shared-detail")?,
+            error: by_testid(doc, "shared-error")?,
+            increment_error: by_testid(doc, "shared-increment-error")?,
+            last_id: by_testid(doc, "shared-last-event-id")?,
+            heartbeats: by_testid(doc, "shared-heartbeats")?,
+            reconnects: by_testid(doc, "shared-reconnects")?,
+            join: by_testid(doc, "shared-join")?,
+            leave: by_testid(doc, "shared-leave")?,
+        })
+    }
+
+    fn render(&self, s: &SharedCounter) {
+        match s.value {
+            Some(n) => {
+                set_text(&self.value, &n.to_string());
+                let _ = self.value.remove_attribute("data-empty");
+            }
+            None => {
+                set_text(&self.value, "–");
+                let _ = self.value.set_attribute("data-empty", "");
+            }
+        }
+        set_text(&self.state, s.conn.as_str());
+        let _ = self.state.set_attribute("data-state", s.conn.as_str());
+        set_text(&self.detail, &shared_detail(s));
+        set_message(&self.error, s.error.as_deref());
+        set_message(&self.increment_error, s.increment_error.as_deref());
+        let last_id = s
+            .last_id
+            .map_or_else(|| "–".to_owned(), |id| id.to_string());
+        set_text(&self.last_id, &last_id);
+        set_text(&self.heartbeats, &s.heartbeats.to_string());
+        set_text(&self.reconnects, &s.reconnects.to_string());
+        set_disabled(&self.join, s.conn.is_joined());
+        set_disabled(&self.leave, !s.conn.is_joined());
+        let retry_in = s.seconds_left().map(|n| format!("in {n} s"));
+        set_message(&self.retry_in, retry_in.as_deref());
+    }
+}
+
+/// One sentence on what the panel's state means.
+fn shared_detail(s: &SharedCounter) -> String {
+    use shared_counter::{Cause, Conn, Retry};
+    let after = s
+        .last_id
+        .map_or_else(String::new, |id| format!(" after id {id}"));
+    match s.conn {
+        Conn::Idle => "Not joined: the page holds no connection for it.".into(),
+        Conn::Connecting => "Opening the shared stream…".into(),
+        Conn::Open => "Live: every page that joined sees each +1.".into(),
+        Conn::Reconnecting(Retry::Browser) => {
+            "The stream failed; the browser is reconnecting by itself with Last-Event-ID.".into()
+        }
+        Conn::Reconnecting(Retry::Asking) => {
+            "The browser gave up on the stream; asking the server why…".into()
+        }
+        Conn::Reconnecting(Retry::Waiting { cause, .. }) => {
+            let left = s.seconds_left().unwrap_or(0);
+            match cause {
+                Cause::Refused => format!(
+                    "The page reconnects{after} in {left} s; the wait doubles while \
+                     refusals repeat, up to a minute."
+                ),
+                Cause::Ended => {
+                    format!("The server ended the stream; the page reconnects{after} in {left} s.")
+                }
+            }
+        }
+        Conn::Reconnecting(Retry::Opening) => format!("Reconnecting{after}…"),
+        Conn::Closed if s.error.is_some() => "The stream was refused: Join to try again.".into(),
+        Conn::Closed => "You left: the page holds no connection for it.".into(),
+    }
+}
+
+/// Shows a message in its element, or hides the element when there is none.
+fn set_message(el: &Element, message: Option<&str>) {
+    set_text(el, message.unwrap_or(""));
+    let _ = match message {
+        Some(_) => el.remove_attribute("hidden"),
+        None => el.set_attribute("hidden", ""),
+    };
+}
+
+fn set_disabled(el: &Element, disabled: bool) {
+    let _ = if disabled {
+        el.set_attribute("disabled", "")
+    } else {
+        el.remove_attribute("disabled")
+    };
 }
 
 fn set_text(el: &Element, text: &str) {

@@ -1,9 +1,26 @@
-//! The page's state machine: every input (a click, an EventSource event) is a [`Msg`];
-//! [`State::update`] changes the state and says what the glue must do ([`Effect`]).
-//! No web-sys here, so every transition is unit-tested natively (`cargo test -p web`).
+//! The page's state machine: every input (a click, an EventSource event, an answer from
+//! the server) is a [`Msg`]; [`State::update`] changes the state and says what the glue
+//! must do ([`Effect`]). No web-sys here, so every transition is unit-tested natively
+//! (`cargo test -p web`).
+//!
+//! By concern: [`form`] reads the settings, [`refusal`] works out why a stream was
+//! refused, [`log`] keeps the event log, [`shared_counter`] runs the shared counter
+//! panel and [`reconnect`] times its reconnections; this module runs the per-client
+//! counter's connection and joins them.
 
-use shared::{limits, params, parse_number, CounterParams, End, EndReason, ErrorBody, Tick};
-use std::collections::VecDeque;
+pub mod form;
+pub mod log;
+pub mod reconnect;
+pub mod refusal;
+pub mod shared_counter;
+
+pub use form::Form;
+pub use log::{Log, LogKind, Stream, LOG_LIMIT};
+pub use refusal::Answer;
+
+use refusal::{Inquiry, Refusal};
+use shared::{CounterParams, End, EndReason, Tick};
+use shared_counter::SharedCounter;
 
 /// The connection's state, as shown in the `state` badge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +35,8 @@ pub enum Conn {
     /// The server sent `end`; the page closed the source.
     Finished,
     /// An error with close-on-error on (the page closed the source), or one after which
-    /// the browser gave up by itself (see [`State::browser_gave_up`]).
+    /// the browser gave up by itself (see [`State::browser_gave_up`]), or a source that
+    /// could not be made at all.
     ClosedOnError,
     /// The Close button.
     ClosedByUser,
@@ -44,73 +62,14 @@ impl Conn {
     }
 }
 
-/// What the form holds, as typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Form {
-    pub count: String,
-    pub interval_ms: String,
-    /// Empty means no simulated drop.
-    pub drop_after: String,
-    pub close_on_error: bool,
-}
-
-impl Form {
-    /// The stream's parameters, validated with the server's own rules.
-    pub fn params(&self) -> Result<CounterParams, String> {
-        let count = parse_number(params::COUNT, self.count.trim(), limits::COUNT)
-            .map_err(|e| e.to_string())?;
-        let interval_ms = parse_number(
-            params::INTERVAL_MS,
-            self.interval_ms.trim(),
-            limits::INTERVAL_MS,
-        )
-        .map_err(|e| e.to_string())?;
-        let drop_after = match self.drop_after.trim() {
-            "" => None,
-            v => Some(
-                parse_number(params::DROP_AFTER, v, limits::DROP_AFTER)
-                    .map_err(|e| e.to_string())?,
-            ),
-        };
-        Ok(CounterParams {
-            count,
-            interval_ms,
-            last_event_id: None,
-            drop_after,
-        })
-    }
-
-    /// Applies the page's own query string (`location.search`) to the form, so that a
-    /// link opens with its settings: `count`, `interval_ms` (or `interval`, the input's
-    /// name), `drop_after`, `close_on_error=0|1`. Returns whether it also asks to connect
-    /// at once (`autoconnect=1`), which is what demos and headless screenshots use, since
-    /// they cannot click: `/?count=3&interval_ms=200&autoconnect=1`.
-    ///
-    /// Values are taken as they are; Connect validates them like typed input.
-    pub fn apply_query(&mut self, query: &str) -> bool {
-        let mut autoconnect = false;
-        for pair in query.trim_start_matches('?').split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let on = !matches!(v, "0" | "false" | "off");
-            match k {
-                "count" => self.count = v.to_owned(),
-                "interval_ms" | "interval" => self.interval_ms = v.to_owned(),
-                "drop_after" => self.drop_after = v.to_owned(),
-                "close_on_error" => self.close_on_error = on,
-                "autoconnect" => autoconnect = on,
-                _ => {}
-            }
-        }
-        autoconnect
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     /// The Connect button, with the form as it is.
     Connect(Form),
     /// The Close button.
     Close,
+    /// `new EventSource(url)` threw, so there is no source; the text says why.
+    OpenFailed { error: String },
     /// The EventSource's `open` event.
     Opened,
     /// A `message` event (a tick): its `lastEventId` and `data`.
@@ -120,12 +79,11 @@ pub enum Msg {
     /// The EventSource's `error` event; `closed` is whether its readyState is CLOSED,
     /// meaning the browser itself will not reconnect.
     Error { closed: bool },
-    /// The answer to [`Effect::AskWhy`] for connection number `serial`: its status and
-    /// body, or `None` when the server could not be reached at all.
-    Why {
-        serial: u64,
-        answer: Option<(u16, String)>,
-    },
+    /// The answer to [`Effect::AskWhy`] for connection number `serial`, or `None` when
+    /// the server could not be reached at all.
+    Why { serial: u64, answer: Option<Answer> },
+    /// An input for the shared counter panel.
+    Shared(shared_counter::Msg),
 }
 
 /// What the glue must do after an update.
@@ -133,23 +91,13 @@ pub enum Msg {
 pub enum Effect {
     /// Close and drop the current EventSource, if any.
     CloseSource,
-    /// Open a new EventSource on this URL.
+    /// Open a new EventSource on this URL; if that throws, send [`Msg::OpenFailed`].
     OpenSource(String),
     /// `fetch` this URL and send back what the server answers as [`Msg::Why`]: an
     /// EventSource reports only "error", never the status or the body.
     AskWhy { url: String, serial: u64 },
-}
-
-/// One line of the event log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    /// 1, 2, ... over the page's life, so the view can add only the new lines.
-    pub seq: u64,
-    /// Milliseconds since the page loaded.
-    pub at_ms: u64,
-    pub kind: &'static str,
-    pub id: String,
-    pub data: String,
+    /// Something to do for the shared counter panel.
+    Shared(shared_counter::Effect),
 }
 
 /// The page's whole state.
@@ -170,23 +118,14 @@ pub struct State {
     /// page did because close-on-error is on.
     pub browser_gave_up: bool,
     close_on_error: bool,
-    /// Counts Connect clicks, so a late answer to [`Effect::AskWhy`] about an earlier
-    /// connection is not shown against the current one.
-    serial: u64,
     /// The current stream's parameters, to ask the server why it was refused.
     params: Option<CounterParams>,
-    /// Whether the current source has ever been open (an error before that is a refusal).
-    was_open: bool,
-    /// Asked once per connection: a browser retrying a dead server every `retry` delay
-    /// should not make the page fetch as often.
-    asked_why: bool,
-    pub log: VecDeque<LogEntry>,
-    /// The `seq` of the last log entry.
-    log_seq: u64,
+    /// When to ask why the current connection failed, and which answer is about it.
+    inquiry: Inquiry,
+    /// The shared counter panel, which has a life of its own: Connect leaves it alone.
+    pub shared: SharedCounter,
+    pub log: Log,
 }
-
-/// The log keeps this many entries; older ones scroll away.
-pub const LOG_LIMIT: usize = 200;
 
 impl Default for State {
     fn default() -> Self {
@@ -200,46 +139,47 @@ impl Default for State {
             error: None,
             browser_gave_up: false,
             close_on_error: true,
-            serial: 0,
             params: None,
-            was_open: false,
-            asked_why: false,
-            log: VecDeque::new(),
-            log_seq: 0,
+            inquiry: Inquiry::default(),
+            shared: SharedCounter::default(),
+            log: Log::default(),
         }
     }
 }
 
 impl State {
+    /// A page whose shared counter panel assumes `config` of the server.
+    pub fn new(config: reconnect::Config) -> State {
+        State {
+            shared: SharedCounter::new(config),
+            ..State::default()
+        }
+    }
+
     pub fn update(&mut self, msg: Msg, now_ms: u64) -> Vec<Effect> {
         match msg {
-            Msg::Connect(form) => match form.params() {
-                Ok(params) => {
-                    let url = params.to_url();
-                    *self = State {
-                        conn: Conn::Connecting,
-                        close_on_error: form.close_on_error,
-                        serial: self.serial + 1,
-                        params: Some(params),
-                        log: std::mem::take(&mut self.log),
-                        log_seq: self.log_seq,
-                        ..State::default()
-                    };
-                    self.log(now_ms, "connect", "", &url);
-                    // A second Connect closes the open source before opening the new one.
-                    vec![Effect::CloseSource, Effect::OpenSource(url)]
-                }
-                Err(e) => {
-                    self.error = Some(e);
-                    Vec::new()
-                }
-            },
+            Msg::Connect(form) => self.connect(&form, now_ms),
             Msg::Close => {
                 if !self.conn.is_live() {
                     return Vec::new();
                 }
                 self.conn = Conn::ClosedByUser;
-                self.log(now_ms, "close", "", "closed by the page: no reconnect");
+                self.log_line(
+                    now_ms,
+                    LogKind::Close,
+                    "",
+                    "closed by the page: no reconnect",
+                );
+                vec![Effect::CloseSource]
+            }
+            Msg::OpenFailed { error } => {
+                if !self.conn.is_live() {
+                    return Vec::new();
+                }
+                let message = format!("cannot open EventSource: {error}");
+                self.conn = Conn::ClosedOnError;
+                self.log_line(now_ms, LogKind::Error, "", &message);
+                self.error = Some(message);
                 vec![Effect::CloseSource]
             }
             Msg::Opened => {
@@ -251,14 +191,14 @@ impl State {
                     self.reconnects += 1;
                 }
                 self.conn = Conn::Open;
-                self.was_open = true;
+                self.inquiry.opened();
                 // Whatever went wrong before (say, the server was not up yet) is over.
                 self.error = None;
                 let detail = match self.last_event_id.as_str() {
                     "" => String::new(),
                     id => format!("resumed after Last-Event-ID {id}"),
                 };
-                self.log(now_ms, "open", "", &detail);
+                self.log_line(now_ms, LogKind::Open, "", &detail);
                 Vec::new()
             }
             Msg::Message { id, data } => {
@@ -269,10 +209,12 @@ impl State {
                     Ok(tick) => {
                         self.counter = Some(tick.num);
                         self.events += 1;
-                        self.last_event_id = id.clone();
-                        self.log(now_ms, "message", &id, &data);
+                        self.log_line(now_ms, LogKind::Message, &id, &data);
+                        self.last_event_id = id;
                     }
-                    Err(e) => self.log(now_ms, "malformed", &id, &format!("{data} ({e})")),
+                    Err(e) => {
+                        self.log_line(now_ms, LogKind::Malformed, &id, &format!("{data} ({e})"))
+                    }
                 }
                 Vec::new()
             }
@@ -283,116 +225,120 @@ impl State {
                 match serde_json::from_str::<End>(&data) {
                     Ok(end) => {
                         self.end_reason = Some(end.reason);
-                        self.log(now_ms, "end", "", &data);
+                        self.log_line(now_ms, LogKind::End, "", &data);
                     }
-                    Err(e) => self.log(now_ms, "malformed", "", &format!("end: {data} ({e})")),
+                    Err(e) => self.log_line(
+                        now_ms,
+                        LogKind::Malformed,
+                        "",
+                        &format!("end: {data} ({e})"),
+                    ),
                 }
                 // The server said it is done: close before the browser sees the stream
                 // end as an error and reconnects.
                 self.conn = Conn::Finished;
                 vec![Effect::CloseSource]
             }
-            Msg::Error { closed } => {
-                if !self.conn.is_live() {
-                    return Vec::new();
-                }
-                let mut effects = Vec::new();
-                if self.close_on_error {
-                    self.conn = Conn::ClosedOnError;
-                    self.log(
-                        now_ms,
-                        "error",
-                        "",
-                        "closed by the page, so the browser does not reconnect",
-                    );
-                    effects.push(Effect::CloseSource);
-                } else if closed {
-                    // The browser gave up by itself: it does that on an HTTP error status,
-                    // a wrong content type or a 204, and never retries. Nothing will
-                    // reconnect, so "reconnecting" would be a lie, and "open" or
-                    // "finished" are wrong too; the connection is closed because of an
-                    // error, which is what `closed-on-error` says. The detail line and the
-                    // log say that the browser closed it, not the page.
-                    self.conn = Conn::ClosedOnError;
-                    self.browser_gave_up = true;
-                    self.log(
-                        now_ms,
-                        "error",
-                        "",
-                        "the browser gave up by itself: no reconnect",
-                    );
-                    effects.push(Effect::CloseSource);
-                } else {
-                    self.conn = Conn::Reconnecting;
-                    self.log(
-                        now_ms,
-                        "error",
-                        "",
-                        "the browser reconnects by itself with Last-Event-ID",
-                    );
-                }
-                // An error before the stream ever opened, or one the browser gave up on,
-                // is a refusal (bad parameters, fault injection off, too many streams,
-                // server down): ask the server for the reason it gives.
-                if (!self.was_open || closed) && !self.asked_why {
-                    if let Some(mut params) = self.params {
-                        self.asked_why = true;
-                        // Ask as the browser did: a resume sends the last id it saw.
-                        params.last_event_id = self.last_event_id.parse().ok();
-                        effects.push(Effect::AskWhy {
-                            url: params.to_url(),
-                            serial: self.serial,
-                        });
-                    }
-                }
-                effects
-            }
+            Msg::Error { closed } => self.error(closed, now_ms),
+            Msg::Shared(msg) => self
+                .shared
+                .update(msg, now_ms, &mut self.log)
+                .into_iter()
+                .map(Effect::Shared)
+                .collect(),
             Msg::Why { serial, answer } => {
-                if serial != self.serial {
+                if !self.inquiry.is_current(serial) {
                     return Vec::new();
                 }
-                let message = match answer {
-                    None => {
-                        "Cannot reach the server: is it running? (`cargo run -p server`)".to_owned()
-                    }
-                    Some((204, _)) => format!(
-                        "The server answered 204 No Content to the resume after id {}: the \
-                         stream has nothing left, and a 204 stops the browser for good",
-                        self.last_event_id
-                    ),
-                    // The stream opens fine now: whatever it was has passed.
-                    Some((status, _)) if (200..300).contains(&status) => return Vec::new(),
-                    Some((status, body)) => match serde_json::from_str::<ErrorBody>(&body) {
-                        Ok(e) if e.param.as_deref() == Some(params::DROP_AFTER) => format!(
-                            "This server does not allow fault injection, so it refused \
-                             drop_after (HTTP {status}). Start it with \
-                             --allow-fault-injection to simulate a network drop"
-                        ),
-                        Ok(e) => {
-                            format!("The server refused the stream (HTTP {status}): {}", e.error)
-                        }
-                        Err(_) => format!("The server refused the stream (HTTP {status})"),
-                    },
-                };
-                self.log(now_ms, "refused", "", &message);
-                self.error = Some(message);
+                let refusal = Refusal::from_answer(answer.as_ref());
+                if let Some(message) = refusal.counter_message(&self.last_event_id) {
+                    self.log_line(now_ms, LogKind::Refused, "", &message);
+                    self.error = Some(message);
+                }
                 Vec::new()
             }
         }
     }
 
-    fn log(&mut self, at_ms: u64, kind: &'static str, id: &str, data: &str) {
-        if self.log.len() == LOG_LIMIT {
-            self.log.pop_front();
+    /// Adds a line about the per-client counter to the log.
+    fn log_line(&mut self, now_ms: u64, kind: LogKind, id: &str, data: &str) {
+        self.log.push(now_ms, Stream::Counter, kind, id, data);
+    }
+
+    fn connect(&mut self, form: &Form, now_ms: u64) -> Vec<Effect> {
+        let params = match form.params() {
+            Ok(params) => params,
+            Err(e) => {
+                // Bad input leaves an open stream alone.
+                self.error = Some(e.to_string());
+                return Vec::new();
+            }
+        };
+        let url = params.to_url();
+        let mut inquiry = std::mem::take(&mut self.inquiry);
+        inquiry.start();
+        *self = State {
+            conn: Conn::Connecting,
+            close_on_error: form.close_on_error,
+            params: Some(params),
+            inquiry,
+            shared: std::mem::take(&mut self.shared),
+            log: std::mem::take(&mut self.log),
+            ..State::default()
+        };
+        self.log_line(now_ms, LogKind::Connect, "", &url);
+        // A second Connect closes the open source before opening the new one.
+        vec![Effect::CloseSource, Effect::OpenSource(url)]
+    }
+
+    fn error(&mut self, closed: bool, now_ms: u64) -> Vec<Effect> {
+        if !self.conn.is_live() {
+            return Vec::new();
         }
-        self.log_seq += 1;
-        self.log.push_back(LogEntry {
-            seq: self.log_seq,
-            at_ms,
-            kind,
-            id: id.to_owned(),
-            data: data.to_owned(),
-        });
+        let mut effects = Vec::new();
+        if self.close_on_error {
+            self.conn = Conn::ClosedOnError;
+            self.log_line(
+                now_ms,
+                LogKind::Error,
+                "",
+                "closed by the page, so the browser does not reconnect",
+            );
+            effects.push(Effect::CloseSource);
+        } else if closed {
+            // The browser gave up by itself: it does that on an HTTP error status, a
+            // wrong content type or a 204, and never retries. Nothing will reconnect, so
+            // "reconnecting" would be a lie, and "open" or "finished" are wrong too; the
+            // connection is closed because of an error, which is what `closed-on-error`
+            // says. The detail line and the log say that the browser closed it, not the
+            // page.
+            self.conn = Conn::ClosedOnError;
+            self.browser_gave_up = true;
+            self.log_line(
+                now_ms,
+                LogKind::Error,
+                "",
+                "the browser gave up by itself: no reconnect",
+            );
+            effects.push(Effect::CloseSource);
+        } else {
+            self.conn = Conn::Reconnecting;
+            self.log_line(
+                now_ms,
+                LogKind::Error,
+                "",
+                "the browser reconnects by itself with Last-Event-ID",
+            );
+        }
+        if let (Some(serial), Some(mut params)) = (self.inquiry.ask(closed), self.params) {
+            // Ask as the browser did: a resume sends the last id it saw.
+            params.last_event_id = self.last_event_id.parse().ok();
+            effects.push(Effect::AskWhy {
+                url: params.to_url(),
+                serial,
+            });
+        }
+        effects
     }
 }
 
@@ -414,6 +360,14 @@ mod tests {
             id: n.to_string(),
             data: format!(r#"{{"num":{n},"sent_at_us":1}}"#),
         }
+    }
+
+    fn answer(status: u16, body: &str) -> Option<Answer> {
+        Some(Answer {
+            status,
+            retry_after: None,
+            body: body.to_owned(),
+        })
     }
 
     fn connected(close_on_error: bool) -> State {
@@ -488,7 +442,7 @@ mod tests {
             2,
         );
         assert_eq!((s.counter, s.events, s.conn), (None, 0, Conn::Open));
-        assert_eq!(s.log.back().unwrap().kind, "malformed");
+        assert_eq!(s.log.last().unwrap().kind, LogKind::Malformed);
         s.update(Msg::End { data: "{".into() }, 3);
         assert_eq!(s.conn, Conn::Finished);
     }
@@ -524,7 +478,7 @@ mod tests {
             (s.conn, s.end_reason),
             (Conn::Finished, Some(EndReason::Shutdown))
         );
-        assert!(s.log.back().unwrap().data.contains("shutdown"));
+        assert!(s.log.last().unwrap().data.contains("shutdown"));
     }
 
     #[test]
@@ -581,13 +535,16 @@ mod tests {
         s.update(
             Msg::Why {
                 serial: 1,
-                answer: Some((400, r#"{"error":"drop_after (fault injection) is not enabled on this server","param":"drop_after"}"#.into())),
+                answer: answer(
+                    400,
+                    r#"{"error":"drop_after (fault injection) is not enabled on this server","param":"drop_after"}"#,
+                ),
             },
             2,
         );
         let error = s.error.as_deref().unwrap();
         assert!(error.contains("--allow-fault-injection"), "{error}");
-        assert_eq!(s.log.back().unwrap().kind, "refused");
+        assert_eq!(s.log.last().unwrap().kind, LogKind::Refused);
     }
 
     /// A stream that failed before it opened (the browser gave up, or not), and the
@@ -599,7 +556,7 @@ mod tests {
         s.update(
             Msg::Why {
                 serial: 1,
-                answer: Some((status, body.to_owned())),
+                answer: answer(status, body),
             },
             2,
         );
@@ -618,6 +575,33 @@ mod tests {
             s.error.as_deref(),
             Some("The server refused the stream (HTTP 502)")
         );
+    }
+
+    #[test]
+    fn a_refusal_says_when_the_server_suggests_trying_again() {
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", true)), 0);
+        s.update(Msg::Error { closed: true }, 1);
+        s.update(
+            Msg::Why {
+                serial: 1,
+                answer: Some(Answer {
+                    status: 503,
+                    retry_after: Some("2".into()),
+                    body: r#"{"error":"too many open streams","reason":"capacity"}"#.into(),
+                }),
+            },
+            2,
+        );
+        assert_eq!(
+            s.error.as_deref(),
+            Some(
+                "The server refused the stream (HTTP 503): too many open streams. The server \
+                 suggests trying again in 2 s"
+            )
+        );
+        // The teaching behaviour stays: the page closed it, and nothing reconnects.
+        assert_eq!(s.conn, Conn::ClosedOnError);
     }
 
     #[test]
@@ -658,7 +642,7 @@ mod tests {
         s.update(
             Msg::Why {
                 serial: 1,
-                answer: Some((400, r#"{"error":"old"}"#.into())),
+                answer: answer(400, r#"{"error":"old"}"#),
             },
             3,
         );
@@ -684,11 +668,11 @@ mod tests {
         );
         assert_eq!(s.conn, Conn::ClosedOnError);
         assert!(s.browser_gave_up);
-        assert!(s.log.back().unwrap().data.contains("the browser gave up"));
+        assert!(s.log.last().unwrap().data.contains("the browser gave up"));
         s.update(
             Msg::Why {
                 serial: 1,
-                answer: Some((204, String::new())),
+                answer: answer(204, ""),
             },
             5,
         );
@@ -730,7 +714,7 @@ mod tests {
         }
         assert_eq!(s.log.len(), LOG_LIMIT);
         assert_eq!(
-            s.log.back().unwrap().id,
+            s.log.last().unwrap().id,
             (LOG_LIMIT as u64 + 50).to_string()
         );
     }
@@ -741,8 +725,8 @@ mod tests {
         s.update(Msg::Connect(form("3", "", true)), 2);
         let seqs: Vec<u64> = s.log.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
-        let kinds: Vec<&str> = s.log.iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, ["connect", "open", "connect"]);
+        let kinds: Vec<LogKind> = s.log.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [LogKind::Connect, LogKind::Open, LogKind::Connect]);
     }
 
     #[test]
@@ -757,24 +741,60 @@ mod tests {
     }
 
     #[test]
-    fn the_query_fills_the_form_and_may_ask_to_connect() {
-        let mut f = form("10", "", true);
-        assert!(!f.apply_query(""));
-        assert_eq!(f, form("10", "", true));
-        let auto = f.apply_query("?count=3&interval=200&drop_after=2&close_on_error=0&x=1");
-        assert!(!auto);
-        assert_eq!(
-            (
-                f.count.as_str(),
-                f.interval_ms.as_str(),
-                f.drop_after.as_str()
-            ),
-            ("3", "200", "2")
+    fn a_source_that_cannot_be_made_is_closed_with_the_reason() {
+        let mut s = State::default();
+        s.update(Msg::Connect(form("3", "", false)), 0);
+        let fx = s.update(
+            Msg::OpenFailed {
+                error: "SyntaxError".into(),
+            },
+            1,
         );
-        assert!(!f.close_on_error);
-        assert!(f.apply_query("?interval_ms=50&close_on_error=1&autoconnect=1"));
-        assert_eq!((f.interval_ms.as_str(), f.close_on_error), ("50", true));
-        assert!(f.apply_query("?autoconnect"));
-        assert!(!f.apply_query("?autoconnect=0"));
+        assert_eq!(fx, vec![Effect::CloseSource]);
+        assert_eq!(s.conn, Conn::ClosedOnError);
+        assert_eq!(
+            s.error.as_deref(),
+            Some("cannot open EventSource: SyntaxError")
+        );
+        assert_eq!(s.log.last().unwrap().kind, LogKind::Error);
+        // Nothing is live any more, so a second report changes nothing.
+        assert!(s
+            .update(
+                Msg::OpenFailed {
+                    error: "again".into()
+                },
+                2
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn the_panel_and_the_counter_are_independent() {
+        let mut s = connected(true);
+        let fx = s.update(Msg::Shared(shared_counter::Msg::Join), 2);
+        assert_eq!(
+            fx[..2],
+            [
+                Effect::Shared(shared_counter::Effect::CloseSource),
+                Effect::Shared(shared_counter::Effect::OpenSource("/api/shared".into())),
+            ]
+        );
+        assert_eq!(s.conn, Conn::Open, "joining leaves the counter alone");
+        s.update(Msg::Connect(form("3", "", true)), 3);
+        assert_eq!(
+            s.shared.conn,
+            shared_counter::Conn::Connecting,
+            "Connect leaves the panel alone"
+        );
+        let streams: Vec<Stream> = s.log.iter().map(|e| e.stream).collect();
+        assert_eq!(
+            streams,
+            [
+                Stream::Counter,
+                Stream::Counter,
+                Stream::Shared,
+                Stream::Counter
+            ]
+        );
     }
 }
