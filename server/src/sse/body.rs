@@ -7,7 +7,7 @@
 
 use super::frame;
 use super::permit::{StreamPermit, Summary};
-use super::shutdown::Shutdown;
+use super::shutdown::{Shutdown, ShutdownWatch};
 use crate::metrics::DisconnectReason;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -16,9 +16,8 @@ use shared::{events, End, EndReason};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 use warp::reply::Response;
 use warp::Reply as _;
@@ -110,10 +109,7 @@ pub struct SseBody<K: StreamKind> {
     /// next keep-alive.
     timer: Pin<Box<Sleep>>,
     armed_at: Instant,
-    shutdown: Pin<Box<OwnedNotified>>,
-    /// The waker `shutdown` was last polled with: it keeps that one, so it is polled
-    /// again only for another.
-    shutdown_waker: Option<Waker>,
+    shutdown: ShutdownWatch,
     /// Abort the connection once this many events were sent on it (`drop_after`).
     fault_after: Option<u64>,
     /// Events sent on this connection.
@@ -129,8 +125,7 @@ impl<K: StreamKind> SseBody<K> {
         SseBody {
             kind,
             phase: Phase::Start,
-            shutdown: Box::pin(parts.shutdown.notified()),
-            shutdown_waker: None,
+            shutdown: parts.shutdown.watch(),
             parts,
             last_write: now,
             timer: Box::pin(tokio::time::sleep_until(now)),
@@ -201,24 +196,8 @@ impl<K: StreamKind> SseBody<K> {
         std::io::Error::new(std::io::ErrorKind::ConnectionAborted, what)
     }
 
-    /// Whether the shutdown wake-up came; registers `cx` for it otherwise.
-    fn shutdown_came(&mut self, cx: &mut Context<'_>) -> bool {
-        // Polling a `Notified` takes a lock, and a task's waker rarely changes.
-        // Bench: `cargo xtask bench` 1 Hz, CPU per event (callgrind instructions).
-        if self
-            .shutdown_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return false;
-        }
-        self.shutdown_waker = Some(cx.waker().clone());
-        self.shutdown.as_mut().poll(cx).is_ready()
-    }
-
     fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
-        // The flag covers a stream that began waiting after the wake-up was sent.
-        if self.parts.shutdown.is_set() || self.shutdown_came(cx) {
+        if self.shutdown.poll_begun(cx) {
             return Poll::Ready(Some(Ok(self.end(EndReason::Shutdown))));
         }
         // Twice at most: when the timer fires for the kind's event, the kind is asked
