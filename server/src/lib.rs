@@ -15,7 +15,7 @@ pub mod streams;
 
 pub use config::{Config, ConfigError};
 pub use routes::routes;
-pub use serve::{run_with_metrics, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use serve::{run_threads, run_with_metrics, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use state::AppState;
 
 use std::future::Future;

@@ -89,6 +89,11 @@ struct Cli {
     /// Serve `/metrics` on this address instead of the main one (e.g. 127.0.0.1:9090).
     #[arg(long, env = "SSE_COUNTER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Threads serving connections, each with a listener of its own on the address
+    /// (SO_REUSEPORT: another process of the same user could bind it too). Default:
+    /// one per CPU.
+    #[arg(long, env = "SSE_COUNTER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 impl Cli {
@@ -135,22 +140,39 @@ impl Cli {
     }
 }
 
-/// Binds with a listen backlog of 4,096 instead of tokio's 1,024: in a burst of
+/// Binds `threads` listeners on `addr` (the first picks the port if `addr` has 0), with
+/// `SO_REUSEPORT` when there are several, so that the kernel spreads connections over
+/// them.
+///
+/// Each has a listen backlog of 4,096 instead of tokio's 1,024: in a burst of
 /// thousands of connections a shorter queue overflows, and the dropped SYNs come back
 /// only after the kernel's 1 s and 3 s retransmits (the burst scenario of
 /// `cargo xtask bench` shows it in time to headers). The kernel caps the value at
 /// `net.core.somaxconn`.
-fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // As std's and tokio's own bind do: a restarted server can take its port back at
-    // once.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+fn listen(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        // As std's and tokio's own bind do: a restarted server can take its port back
+        // at once.
+        socket.set_reuse_address(true)?;
+        if threads > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        let at = match listeners.first() {
+            Some(first) => first.local_addr()?,
+            None => addr,
+        };
+        socket.bind(&at.into())?;
+        socket.listen(4096)?;
+        socket.set_nonblocking(true)?;
+        listeners.push(socket.into());
+    }
+    Ok(listeners)
 }
 
 /// Exits 2 (as clap does for a bad flag) with `err` on stderr.
@@ -159,8 +181,7 @@ fn refuse(err: &dyn std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("SSE_COUNTER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -189,7 +210,29 @@ async fn main() -> anyhow::Result<()> {
             "the page is not built there: `/` will say so (run `cargo xtask demo` to build it)"
         );
     }
-    let listener = listen(cli.addr).with_context(|| format!("cannot listen on {}", cli.addr))?;
+    let threads = match cli.threads {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let mut listeners =
+        listen(cli.addr, threads).with_context(|| format!("cannot listen on {}", cli.addr))?;
+    // The first listener is served here, the others each on a thread of its own.
+    let first = listeners.remove(0);
+    // Current-thread runtimes: see `server::run_threads`.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(cli, config, scheme, first, listeners))
+}
+
+async fn serve(
+    cli: Cli,
+    config: Config,
+    scheme: &str,
+    first: std::net::TcpListener,
+    more: Vec<std::net::TcpListener>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(first)?;
     let local = listener.local_addr()?;
     let metrics_listener = match cli.metrics_addr {
         Some(addr) => Some(
@@ -216,6 +259,6 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(130);
         });
     };
-    server::run_with_metrics(listener, metrics_listener, config, shutdown).await?;
+    server::run_threads(listener, more, metrics_listener, config, shutdown).await?;
     Ok(())
 }

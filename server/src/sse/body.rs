@@ -6,6 +6,7 @@
 //! A client that falls behind therefore never makes the server buffer events for it.
 
 use super::frame;
+use super::grid::GridTimer;
 use super::permit::{StreamPermit, Summary};
 use super::shutdown::{Shutdown, ShutdownWatch};
 use crate::metrics::DisconnectReason;
@@ -13,12 +14,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{header, HeaderValue};
 use shared::{events, End, EndReason};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use warp::reply::Response;
 use warp::Reply as _;
 
@@ -51,7 +51,9 @@ pub trait StreamKind: Send + Sync + Unpin + 'static {
     fn keep_alive(&mut self) -> Option<Bytes> {
         None
     }
-    /// Timer wake-ups are rounded up to this grid (see [`on_grid`]); zero for none.
+    /// Timer wake-ups are rounded up to a multiple of this on the runtime's
+    /// [`Grid`](super::grid::Grid), so that streams with the same step wake together;
+    /// zero for none beyond the grid's millisecond.
     fn grid(&self) -> Duration {
         Duration::ZERO
     }
@@ -105,10 +107,8 @@ pub struct SseBody<K: StreamKind> {
     phase: Phase,
     parts: BodyParts,
     last_write: Instant,
-    /// One timer per stream, set to whichever comes first: the kind's next event or the
-    /// next keep-alive.
-    timer: Pin<Box<Sleep>>,
-    armed_at: Instant,
+    /// Set to whichever comes first: the kind's next event or the next keep-alive.
+    timer: GridTimer,
     shutdown: ShutdownWatch,
     /// Abort the connection once this many events were sent on it (`drop_after`).
     fault_after: Option<u64>,
@@ -128,8 +128,7 @@ impl<K: StreamKind> SseBody<K> {
             shutdown: parts.shutdown.watch(),
             parts,
             last_write: now,
-            timer: Box::pin(tokio::time::sleep_until(now)),
-            armed_at: now,
+            timer: GridTimer::new(),
             fault_after,
             sent: 0,
             reason: DisconnectReason::Client,
@@ -153,13 +152,6 @@ impl<K: StreamKind> SseBody<K> {
         // Tells nginx-style proxies not to buffer the stream.
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         res
-    }
-
-    fn arm(&mut self, at: Instant) {
-        if at != self.armed_at {
-            self.armed_at = at;
-            self.timer.as_mut().reset(at);
-        }
     }
 
     /// The `end` frame; the stream ends after it.
@@ -229,12 +221,15 @@ impl<K: StreamKind> SseBody<K> {
                 .checked_add(self.parts.keep_alive)
                 .unwrap_or(now);
             let deadline = wait_until.map_or(keep_alive_at, |at| at.min(keep_alive_at));
-            let grid = self.kind.grid();
-            self.arm(on_grid(deadline, grid));
-            if self.timer.as_mut().poll(cx).is_pending() {
+            if self
+                .timer
+                .poll_until(deadline, self.kind.grid(), now, cx)
+                .is_pending()
+            {
                 return Poll::Pending;
             }
-            let now = Instant::now();
+            // `now` is past the deadline: the keep-alive's, unless the kind's event is
+            // due too.
             if wait_until.is_none_or(|at| now < at) {
                 self.last_write = now;
                 let frame = self
@@ -272,60 +267,5 @@ impl<K: StreamKind> Drop for SseBody<K> {
             last: self.kind.last_id(),
             sent: self.sent,
         });
-    }
-}
-
-/// `at`, rounded up to the next multiple of `grid` counted from one process-wide origin.
-///
-/// Streams whose events fall in the same grid cell then wake together: the runtime
-/// runs them back to back and their clients are woken in a burst, instead of one thread
-/// wake-up per event. The schedule itself stays exact, so a stream still sends one
-/// event per interval; each is only up to one grid cell late, and its `sent_at_us` says
-/// when it really left.
-pub fn on_grid(at: Instant, grid: Duration) -> Instant {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    if grid.is_zero() {
-        return at;
-    }
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    let Some(since) = at.checked_duration_since(origin) else {
-        return at;
-    };
-    // In u64 nanoseconds (584 years), not u128: this runs once per event.
-    // Bench: `cargo xtask bench` 1 Hz, CPU per event (callgrind instructions).
-    let (Ok(since), Ok(grid)) = (
-        u64::try_from(since.as_nanos()),
-        u64::try_from(grid.as_nanos()),
-    ) else {
-        return at;
-    };
-    let rounded = since.div_ceil(grid).saturating_mul(grid);
-    origin
-        .checked_add(Duration::from_nanos(rounded))
-        .unwrap_or(at)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::on_grid;
-    use std::time::Duration;
-
-    #[test]
-    fn timer_wake_ups_round_up_onto_the_grid() {
-        let now = tokio::time::Instant::now();
-        let grid = Duration::from_millis(3);
-        let a = on_grid(now + Duration::from_micros(100), grid);
-        let b = on_grid(now + Duration::from_micros(2900), grid);
-        assert!(a >= now + Duration::from_micros(100));
-        assert!(
-            a - (now + Duration::from_micros(100)) < grid,
-            "at most one cell late"
-        );
-        // Two deadlines in one cell wake together.
-        if b - now < grid {
-            assert_eq!(a, b);
-        }
-        assert_eq!(on_grid(a, grid), a, "a point on the grid stays");
-        assert_eq!(on_grid(now, Duration::ZERO), now, "no grid, no rounding");
     }
 }

@@ -1,10 +1,12 @@
 //! The SSE core every stream shares: the encoder ([`frame`]), the response body
-//! ([`body`]) with its [`StreamKind`] seam, admission and accounting ([`permit`]), and
-//! the shutdown signal ([`shutdown`]). A kind of stream (`crate::streams`) only says
+//! ([`body`]) with its [`StreamKind`] seam, the timer that wakes streams together
+//! ([`grid`]), admission and accounting ([`permit`]), and the shutdown signal
+//! ([`shutdown`]). A kind of stream (`crate::streams`) only says
 //! which payload is due when.
 
 pub mod body;
 pub mod frame;
+pub mod grid;
 pub mod permit;
 pub mod shutdown;
 
