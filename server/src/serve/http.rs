@@ -7,13 +7,12 @@ use super::h2::{H2Limits, RequestBody};
 use super::stall::{ConnInfo, StallGuard};
 use crate::routes;
 use crate::sse::Shutdown;
-use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::future::{poll_fn, Future as _};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -31,8 +30,19 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 64;
 
 /// Serves the routes' `service` on connections made by `handshake`.
-#[derive(Clone)]
-pub struct HttpServer<S, H> {
+///
+/// Shared by its connection tasks rather than copied into each: a task's future is
+/// held for as long as its connection is open. Bench: `cargo xtask bench` 1 Hz,
+/// memory per stream.
+pub struct HttpServer<S, H>(Arc<Shared<S, H>>);
+
+impl<S, H> Clone for HttpServer<S, H> {
+    fn clone(&self) -> Self {
+        HttpServer(Arc::clone(&self.0))
+    }
+}
+
+struct Shared<S, H> {
     service: S,
     handshake: H,
     http1: hyper::server::conn::http1::Builder,
@@ -60,6 +70,7 @@ where
         + Service<http::Request<RequestBody>, Response = Response, Error = Infallible>
         + Clone
         + Send
+        + Sync
         + 'static,
     <S as Service<http::Request<Incoming>>>::Future: Send + 'static,
     <S as Service<http::Request<RequestBody>>>::Future: Send + 'static,
@@ -77,7 +88,7 @@ where
             // no queue kept per connection. Bench: `cargo xtask bench` 1 Hz, CPU per
             // event and memory per stream.
             .writev(false);
-        HttpServer {
+        HttpServer(Arc::new(Shared {
             service,
             handshake,
             http1,
@@ -91,12 +102,12 @@ where
             stall_timeout: options.stall_timeout,
             shutdown: options.shutdown,
             open: options.open,
-        }
+        }))
     }
 
     /// Serves one accepted connection in a task of its own.
     pub fn spawn(&self, tcp: TcpStream, peer: SocketAddr) {
-        let this = self.clone();
+        let this = Arc::clone(&self.0);
         tokio::spawn(async move {
             let _open = this.open.clone();
             let handshake = this.handshake.handshake(tcp);
@@ -113,48 +124,28 @@ where
                     }
                 };
             let info = Arc::new(ConnInfo::new(peer));
+            // A connection that stops reading altogether fails its writes after the
+            // stall timeout, which ends every stream on it.
+            let io = StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
             let result = match protocol {
                 Protocol::Http1 => {
-                    let io =
-                        StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
-                    let service = this.service.clone();
-                    let per_request = hyper::service::service_fn(move |mut req| {
-                        if let Some(res) = routes::gate(&req) {
-                            return Either::Left(std::future::ready(Ok::<_, Infallible>(res)));
-                        }
-                        req.extensions_mut().insert(Arc::clone(&info));
-                        let mut service = service.clone();
-                        Either::Right(Service::<http::Request<Incoming>>::call(&mut service, req))
-                    });
-                    let mut conn = pin!(this.http1.serve_connection(io, per_request));
-                    // When shutdown begins, the connection closes once its response
-                    // (a stream's `end`) is written. This replaces hyper-util's graceful
-                    // watcher, which takes a lock on every poll of the connection.
-                    // Bench: `cargo xtask bench` 1 Hz, CPU per event (callgrind).
-                    let mut watch = Some(this.shutdown.watch());
-                    poll_fn(|cx| {
-                        if watch.as_mut().is_some_and(|w| w.poll_begun(cx)) {
-                            watch = None;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        conn.as_mut().poll(cx)
-                    })
-                    .await
-                    .map_err(std::io::Error::other)
+                    let service = per_request(this.service.clone(), info);
+                    until_shutdown(this.http1.serve_connection(io, service), &this.shutdown)
+                        .await
+                        .map_err(std::io::Error::other)
                 }
+                // Boxed: the HTTP/2 connection's state is several times the size of
+                // an HTTP/1.1 one, and a task is as large as its largest state.
+                // Bench: `cargo xtask bench` 1 Hz, memory per stream.
                 Protocol::Http2 => {
-                    // A connection that stops reading altogether fails its writes
-                    // after the stall timeout, which ends every stream on it.
-                    let io =
-                        StallGuard::new(TokioIo::new(io), this.stall_timeout, Arc::clone(&info));
-                    super::h2::serve(
+                    Box::pin(super::h2::serve(
                         TokioIo::new(io),
                         peer,
                         info,
                         this.service.clone(),
                         this.h2,
                         Arc::clone(&this.shutdown),
-                    )
+                    ))
                     .await
                 }
             };
@@ -162,5 +153,74 @@ where
                 tracing::debug!(%err, %peer, "connection ended with an error");
             }
         });
+    }
+}
+
+/// The HTTP/1.1 service of one connection: the request gate, the connection's
+/// [`ConnInfo`] in the request's extensions, then the routes.
+fn per_request<S>(
+    service: S,
+    info: Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+>
+where
+    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        // Boxed: hyper keeps room for this future for as long as the connection is
+        // open, and the routes' future is large. Bench: `cargo xtask bench` 1 Hz,
+        // memory per stream.
+        if let Some(res) = routes::gate(&req) {
+            return Box::pin(std::future::ready(Ok(res)))
+                as Pin<Box<dyn Future<Output = _> + Send>>;
+        }
+        req.extensions_mut().insert(Arc::clone(&info));
+        let mut service = service.clone();
+        Box::pin(Service::<http::Request<Incoming>>::call(&mut service, req))
+    })
+}
+
+/// Serves `conn` to its end; when shutdown begins, it closes once its response (a
+/// stream's `end`) is written.
+async fn until_shutdown<C>(mut conn: C, shutdown: &Arc<Shutdown>) -> C::Output
+where
+    C: Future + GracefulConnection + Unpin,
+{
+    // Not hyper-util's graceful watcher, which takes a lock on every poll of the
+    // connection. Bench: `cargo xtask bench` 1 Hz, CPU per event (callgrind).
+    let mut watch = Some(shutdown.watch());
+    poll_fn(|cx| {
+        if watch.as_mut().is_some_and(|w| w.poll_begun(cx)) {
+            watch = None;
+            Pin::new(&mut conn).graceful_shutdown();
+        }
+        Pin::new(&mut conn).poll(cx)
+    })
+    .await
+}
+
+/// What [`until_shutdown`] needs of a connection.
+trait GracefulConnection {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
     }
 }

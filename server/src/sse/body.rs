@@ -12,7 +12,7 @@ use super::shutdown::{Shutdown, ShutdownWatch};
 use crate::metrics::DisconnectReason;
 use bytes::Bytes;
 use futures_util::Stream;
-use http::{header, HeaderValue};
+use http::{header, HeaderMap, HeaderValue};
 use shared::{events, End, EndReason};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -139,7 +139,9 @@ impl<K: StreamKind> SseBody<K> {
     /// The `200` response carrying this body, with the headers every stream has.
     pub fn into_response(self) -> Response {
         let mut res = warp::reply::stream(self).into_response();
-        let h = res.headers_mut();
+        // Sized for these three: hyper keeps the map, emptied, for as long as the
+        // connection is open. Bench: `cargo xtask bench` 1 Hz, memory per stream.
+        let mut h = HeaderMap::with_capacity(3);
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
@@ -151,6 +153,8 @@ impl<K: StreamKind> SseBody<K> {
         );
         // Tells nginx-style proxies not to buffer the stream.
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        h.extend(std::mem::take(res.headers_mut()));
+        *res.headers_mut() = h;
         res
     }
 
