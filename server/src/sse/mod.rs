@@ -1,7 +1,7 @@
 //! The SSE core every stream shares: the encoder ([`frame`]), the response body
 //! ([`body`]) with its [`StreamKind`] seam, the timer that wakes streams together
-//! ([`grid`]), admission and accounting ([`permit`]), and the shutdown signal
-//! ([`shutdown`]). A kind of stream (`crate::streams`) only says
+//! ([`grid`]), the wake-up relayed to each runtime's waiters ([`signal`]), admission
+//! and accounting ([`permit`]), and the shutdown signal ([`shutdown`]). A kind of stream (`crate::streams`) only says
 //! which payload is due when.
 
 pub mod body;
@@ -9,7 +9,9 @@ pub mod frame;
 pub mod grid;
 pub mod permit;
 pub mod shutdown;
+pub mod signal;
 
 pub use body::{BodyParts, Due, SseBody, StreamKind};
 pub use permit::{Admission, StreamPermit, Summary};
 pub use shutdown::{Shutdown, ShutdownWatch};
+pub use signal::Signal;

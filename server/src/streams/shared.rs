@@ -7,7 +7,7 @@
 //! `reset` when it comes back. Publishing never waits for any subscriber.
 
 use crate::metrics::{DisconnectReason, Metrics};
-use crate::sse::{frame, Due, StreamKind};
+use crate::sse::{frame, Due, Signal, StreamKind};
 use bytes::Bytes;
 use shared::{events, Heartbeat, Reset, ResetReason, SharedValue};
 use std::collections::VecDeque;
@@ -16,14 +16,13 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::Context;
 use tokio::sync::futures::OwnedNotified;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The recent history of the shared counter, and the wake-up of its subscribers.
 pub struct Hub {
     ring: RwLock<Ring>,
     /// Woken (all waiters) on every change.
-    notify: Arc<Notify>,
+    notify: Signal,
     metrics: Arc<Metrics>,
 }
 
@@ -72,7 +71,7 @@ impl Hub {
                 frames: VecDeque::with_capacity(history.min(4096)),
                 capacity: history.max(1),
             }),
-            notify: Arc::new(Notify::new()),
+            notify: Signal::new(),
             metrics,
         })
     }
@@ -197,7 +196,7 @@ impl StreamKind for Subscriber {
         }
         loop {
             let notified = self.notified.get_or_insert_with(|| {
-                let mut n = Box::pin(Arc::clone(&self.hub.notify).notified_owned());
+                let mut n = Box::pin(self.hub.notify.notified_owned());
                 n.as_mut().enable();
                 n
             });
