@@ -129,3 +129,35 @@ fn only(
         })
         .untuple_one()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn every_stream_route_answers_503_shutting_down_once_shutdown_began() {
+        let state = AppState::new(Config::default());
+        state.shutdown.begin();
+        let filter = routes(Arc::clone(&state));
+        for (method, path) in [
+            ("GET", ::shared::paths::COUNTER),
+            ("GET", ::shared::paths::SHARED),
+            ("POST", ::shared::paths::SHARED_INCREMENT),
+        ] {
+            let res = warp::test::request()
+                .method(method)
+                .path(path)
+                .reply(&filter)
+                .await;
+            assert_eq!(res.status(), 503, "{path}");
+            assert!(res.headers().contains_key("retry-after"), "{path}");
+            let body: ::shared::ErrorBody = serde_json::from_slice(res.body()).unwrap();
+            assert_eq!(
+                body.reason,
+                Some(::shared::UnavailableReason::ShuttingDown),
+                "{path}"
+            );
+        }
+    }
+}
