@@ -62,7 +62,7 @@ pub struct Config {
     /// window instead of all at once. Zero sends no new `retry:`.
     pub shutdown_retry_spread: Duration,
     /// TLS, with HTTP/2 and HTTP/1.1 offered by ALPN; `None` serves plain HTTP/1.1.
-    pub tls: Option<crate::serve::TlsSource>,
+    pub tls: Option<TlsSource>,
     /// HTTP/2 streams open at once on one connection; past it a client waits.
     pub h2_max_streams: u32,
 }
@@ -86,6 +86,29 @@ impl Default for Config {
             shutdown_retry_spread: Duration::from_millis(defaults::SHUTDOWN_RETRY_SPREAD_MS),
             tls: None,
             h2_max_streams: defaults::H2_MAX_STREAMS,
+        }
+    }
+}
+
+/// Where the certificate and key come from.
+#[derive(Clone)]
+pub enum TlsSource {
+    /// PEM files: a certificate chain and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// PEM text already in memory (a certificate made by [`self_signed`]).
+    Pem { cert: String, key: String },
+}
+
+impl std::fmt::Debug for TlsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsSource::Files { cert, key } => f
+                .debug_struct("Files")
+                .field("cert", cert)
+                .field("key", key)
+                .finish(),
+            // Never print a private key.
+            TlsSource::Pem { .. } => f.write_str("Pem { .. }"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! bound, until the shutdown future resolves. `docs/architecture.md` maps the modules.
 
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod ratelimit;

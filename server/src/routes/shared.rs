@@ -2,9 +2,9 @@
 
 use super::counter::last_event_id_header;
 use super::{at, cors, with_state};
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::metrics::PublishRejection;
-use crate::serve::ConnInfo;
 use crate::sse::SseBody;
 use crate::state::AppState;
 use crate::streams::shared::Subscriber;
@@ -22,23 +22,7 @@ use warp::{Filter, Reply};
 pub fn stream(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    at(shared::paths::SHARED)
-        .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .and(warp::query::<Vec<(String, String)>>())
-        .and(warp::ext::optional::<Arc<ConnInfo>>())
-        .and(with_state(state))
-        .map(
-            |method: Method,
-             headers: HeaderMap,
-             query: Vec<(String, String)>,
-             conn: Option<Arc<ConnInfo>>,
-             state: Arc<AppState>| {
-                super::stream_route(method, &headers, &state, |state| {
-                    subscribe(&headers, &query, conn, state)
-                })
-            },
-        )
+    super::stream_filter(shared::paths::SHARED, state, subscribe)
 }
 
 fn subscribe(
