@@ -191,8 +191,9 @@ async fn a_restart_brings_clients_back_spread_out_not_in_a_stampede() {
         retry_ms + spread_ms
     );
     let distinct: std::collections::BTreeSet<_> = retries.iter().collect();
+    // Drawn uniformly from `spread_ms + 1` values: most of them, or of the clients.
     assert!(
-        distinct.len() > clients / 2,
+        distinct.len() > clients.min(spread_ms as usize + 1) / 2,
         "{} distinct of {clients}",
         distinct.len()
     );
@@ -204,15 +205,17 @@ async fn a_restart_brings_clients_back_spread_out_not_in_a_stampede() {
     let (stampede_hist, stampede_peak) = histogram(&stampede_back, bucket);
 
     // Spread over the window, the busiest quarter-second holds a fraction of the
-    // clients; without it, most come back in one.
+    // clients; without it they all come back at once, as fast as the server accepts
+    // them (with thousands, that takes more than one bucket), so its busiest bucket
+    // holds several times as many.
     let busiest = |h: &[u64]| h.iter().max().copied().unwrap_or(0) as usize;
     assert!(
         busiest(&spread_hist) * 4 < clients,
         "spread: {spread_hist:?}"
     );
     assert!(
-        busiest(&stampede_hist) * 2 > clients,
-        "stampede: {stampede_hist:?}"
+        busiest(&stampede_hist) > busiest(&spread_hist) * 3,
+        "stampede: {stampede_hist:?} against spread: {spread_hist:?}"
     );
     record(
         "reconnect_spread",
