@@ -191,7 +191,7 @@ fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Resul
     writeln!(
         md,
         "Written by `cargo xtask reliability --scale {scale}` (release build, loopback only, {:.0} s). \
-         Every scenario is a test in `server/tests/load.rs` or `server/tests/hardening.rs`; \
+         Every scenario is a test in `server/tests/load.rs`, `server/tests/hardening.rs` or `server/tests/reconnect.rs`; \
          `cargo xtask test` runs the same tests at scale 1. Nothing may be lost: each row \
          is also an assertion of the test that measured it.\n",
         took.as_secs_f64()
