@@ -669,8 +669,8 @@ impl Harness {
         self.save_png(name, &png);
     }
 
-    /// A screenshot of the element `css` in the current tab, when screenshots are
-    /// wanted; a tile for [`Harness::composite`].
+    /// A screenshot of the element `css` in the current tab, scrolled to the top of the
+    /// window, when screenshots are wanted; a tile for [`Harness::composite`].
     pub async fn shot_of(&self, css: &str) -> Option<Vec<u8>> {
         self.screenshots.as_ref()?;
         let el = drive(
@@ -678,12 +678,38 @@ impl Harness {
             self.client.find(Locator::Css(css)),
         )
         .await;
+        drive(
+            &format!("scrolling to {css}"),
+            self.client.execute(
+                "document.querySelector(arguments[0]).scrollIntoView({ block: 'start' });",
+                vec![json!(css)],
+            ),
+        )
+        .await;
         Some(drive(&format!("screenshot of {css}"), el.screenshot()).await)
+    }
+
+    /// The browser window's outer size.
+    pub async fn window_size(&self) -> (u32, u32) {
+        let (w, h) = drive("the window size", self.client.get_window_size()).await;
+        (
+            u32::try_from(w).expect("a sane width"),
+            u32::try_from(h).expect("a sane height"),
+        )
+    }
+
+    /// Resizes the browser window (all its tabs).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        drive(
+            "resizing the window",
+            self.client.set_window_size(width, height),
+        )
+        .await;
     }
 
     /// Saves, when screenshots are wanted, one picture of several tiles (captioned
     /// screenshots of tabs, say) laid out `columns` wide: drawn in a new blank tab,
-    /// which needs no connection, and taken as a screenshot of that.
+    /// which needs no connection, with the window made tall enough to show it whole.
     pub async fn composite(
         &self,
         name: &str,
@@ -711,16 +737,19 @@ impl Harness {
         let js = r#"
             const [title, columns, tiles] = arguments;
             document.body.innerHTML = "";
-            document.body.style.cssText =
-                "margin:0;padding:16px;background:#eef1f6;font:14px system-ui,sans-serif;color:#1c2330";
+            document.body.style.cssText = "margin:0";
+            const board = document.createElement("div");
+            board.id = "board";
+            board.style.cssText =
+                "padding:16px;background:#eef1f6;font:15px system-ui,sans-serif;color:#1c2330";
             const h = document.createElement("h2");
             h.textContent = title;
-            h.style.cssText = "margin:0 0 12px;font-size:18px";
-            document.body.append(h);
+            h.style.cssText = "margin:0 0 12px;font-size:20px";
             const grid = document.createElement("div");
             grid.style.cssText =
                 `display:grid;grid-template-columns:repeat(${columns},1fr);gap:12px;align-items:start`;
-            document.body.append(grid);
+            board.append(h, grid);
+            document.body.append(board);
             const loads = tiles.map(({ caption, src }) => {
                 const fig = document.createElement("figure");
                 fig.style.cssText = "margin:0;background:#fff;border-radius:8px;padding:8px";
@@ -734,29 +763,25 @@ impl Harness {
                 grid.append(fig);
                 return img.decode();
             });
-            return Promise.all(loads).then(() => document.body.scrollHeight);
+            return Promise.all(loads).then(() => [
+                Math.ceil(board.getBoundingClientRect().height),
+                window.outerHeight - window.innerHeight,
+            ]);
         "#;
-        let height = drive(
+        let sizes = drive(
             "drawing the composite",
             self.client
                 .execute(js, vec![json!(title), json!(columns), json!(tiles)]),
         )
         .await;
-        let height = height.as_u64().unwrap_or(900).clamp(200, 4000);
-        let (width, old_height) = drive("window size", self.client.get_window_size()).await;
-        drive(
-            "fitting the window to the composite",
-            self.client
-                .set_window_size(width as u32, height as u32 + 100),
-        )
-        .await;
-        let png = drive("screenshot", self.client.screenshot()).await;
+        let [board, chrome]: [u32; 2] =
+            serde_json::from_value(sizes).expect("the board's height and the window's chrome");
+        let (width, height) = self.window_size().await;
+        self.set_window_size(width, board + chrome + 8).await;
+        let el = drive("the composite", self.client.find(Locator::Css("#board"))).await;
+        let png = drive("screenshot of the composite", el.screenshot()).await;
         self.save_png(name, &png);
-        drive(
-            "restoring the window",
-            self.client.set_window_size(width as u32, old_height as u32),
-        )
-        .await;
+        self.set_window_size(width, height).await;
         drive("closing the composite", self.client.close_window()).await;
         self.switch_to(&back).await;
     }

@@ -70,6 +70,9 @@ async fn a_plus_one_in_one_tab_shows_in_the_other_within_a_second() {
                 shown.saturating_sub(clicked)
             );
         }
+        // Narrow tabs, so that the panels are shown at about their size.
+        let (width, height) = h.window_size().await;
+        h.set_window_size(700, height).await;
         let mut tiles = Vec::new();
         for (tab, name) in [(&a, "tab A"), (&b, "tab B")] {
             h.switch_to(tab).await;
@@ -80,6 +83,7 @@ async fn a_plus_one_in_one_tab_shows_in_the_other_within_a_second() {
                 tiles.push((format!("{name}: open, 2"), png));
             }
         }
+        h.set_window_size(width, height).await;
         h.composite(
             "shared-two-tabs",
             "Two tabs joined to the shared counter: a +1 in either shows in both",
@@ -150,7 +154,6 @@ async fn a_tab_refused_for_capacity_opens_by_itself_once_a_stream_is_free() {
             error.contains("(HTTP 503, capacity)") && error.contains("again in 1 s"),
             "{error}"
         );
-        h.shot("shared-refused").await;
         let b = h.tab().await;
         h.switch_to(&a).await;
         let left = now_ms();
@@ -257,7 +260,6 @@ async fn a_silent_path_is_noticed_within_two_heartbeats_and_recovered() {
             page_log.contains("counts as dead"),
             "the page does not say why it reconnects: {page_log}"
         );
-        h.shot("shared-silent").await;
         assert_eq!(h.text("shared-reconnects").await, "0");
         h.proxy().silence(false);
         h.wait_text("shared-state", "open").await;
