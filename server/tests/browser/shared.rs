@@ -4,7 +4,8 @@
 //! server restarted on its port is rejoined; a silent network path is noticed by the
 //! missing heartbeats and recovered.
 
-use crate::harness::{now_ms, Harness, Setup};
+use crate::harness::{now_ms, Harness, Setup, WAIT};
+use crate::support::poll_until;
 
 /// Loads `path` in the current tab, records what the panel's value and state show,
 /// joins, and waits for the stream to open.
@@ -95,9 +96,9 @@ async fn a_plus_one_in_one_tab_shows_in_the_other_within_a_second() {
     .await;
 }
 
-/// Issue 10: a tab whose connection is cut, and that cannot reconnect for a while,
-/// comes back by itself and catches up: every change made meanwhile, in order, none
-/// missed, resumed from its last id.
+/// Issue 10: a tab whose connection is cut, and whose browser is turned away when it
+/// tries again, comes back by itself once the network does and catches up: every
+/// change made meanwhile, in order, none missed, resumed from its last id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tab_cut_off_reconnects_and_catches_up_with_no_gap() {
     Harness::scenario(Setup::http().proxied(), async |h| {
@@ -113,6 +114,17 @@ async fn a_tab_cut_off_reconnects_and_catches_up_with_no_gap() {
         for want in 3..=5 {
             assert_eq!(h.increment().await, want);
         }
+        // The browser tries again by itself, and is turned away.
+        poll_until(
+            WAIT,
+            "the browser to try again through the proxy",
+            async || match h.proxy().refused() {
+                0 => Err(0),
+                n => Ok(n),
+            },
+        )
+        .await;
+        assert_eq!(h.text("shared-state").await, "reconnecting");
         assert_eq!(h.text("shared-value").await, "2", "heard while cut off");
         h.proxy().refuse(false);
         h.wait_text("shared-value", "5").await;
@@ -181,9 +193,10 @@ async fn a_tab_refused_for_capacity_opens_by_itself_once_a_stream_is_free() {
     .await;
 }
 
-/// Issue 14: the server is stopped and started again on the same port while a tab is
-/// joined; the tab comes back `open` by itself and shows the new server's value (its
-/// store starts at 0 again, so the page's last id is ahead of it: a `reset`).
+/// Issue 14: the server is stopped (SIGTERM, and it exits) while a tab is joined, and
+/// started again on the same port only once the tab has tried and found nobody there;
+/// the tab comes back `open` by itself and shows the new server's value (its store
+/// starts at 0 again, so the page's last id is ahead of it: a `reset`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_tab_comes_back_after_the_server_restarts_on_its_port() {
     Harness::scenario(Setup::http(), async |h| {
@@ -193,8 +206,14 @@ async fn a_joined_tab_comes_back_after_the_server_restarts_on_its_port() {
         }
         h.wait_text("shared-last-event-id", "3").await;
         let old = h.stop_server().await;
-        // The server ended the stream with `end` on its way out.
+        // The server ended the stream with `end` on its way out; the page comes back
+        // after the retry delay, finds nothing there, and says so.
         h.wait_text("shared-state", "reconnecting").await;
+        h.wait_until("shared-error", "that the server is gone", |t| {
+            t.starts_with("Cannot reach the server")
+        })
+        .await;
+        assert_eq!(h.text("shared-state").await, "reconnecting");
         h.start_server_on(old.addr).await;
         h.wait_text("shared-state", "open").await;
         h.wait_text("shared-value", "0").await;
@@ -218,6 +237,11 @@ async fn a_joined_tab_comes_back_after_the_server_restarts_on_its_port() {
         );
         assert_eq!(h.seen_texts("shared-state").await, DROPPED_ONCE);
         assert_eq!(h.text("shared-reconnects").await, "1");
+        assert_eq!(
+            h.text("shared-error").await,
+            "",
+            "the page still says it is down"
+        );
     })
     .await;
 }

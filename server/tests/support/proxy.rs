@@ -4,6 +4,8 @@
 //! nothing) as a dead network path behind a NAT would.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +30,8 @@ pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     control: watch::Sender<Control>,
+    /// Connections closed on arrival by [`Proxy::refuse`].
+    refused: Arc<AtomicU64>,
     accept: JoinHandle<()>,
 }
 
@@ -40,10 +44,13 @@ impl Proxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let (control, _) = watch::channel(Control::default());
         let rx = control.subscribe();
+        let refused = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&refused);
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if rx.borrow().refuse {
                     drop(client);
+                    counted.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 tokio::spawn(connection(client, upstream, rx.clone()));
@@ -52,6 +59,7 @@ impl Proxy {
         Proxy {
             addr,
             control,
+            refused,
             accept,
         }
     }
@@ -65,6 +73,11 @@ impl Proxy {
     /// Whether new connections are closed as soon as they are accepted.
     pub fn refuse(&self, on: bool) {
         self.control.send_modify(|c| c.refuse = on);
+    }
+
+    /// How many connections [`Proxy::refuse`] has closed on arrival.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Whether the proxy forwards nothing (on every connection, old and new) while
