@@ -3,6 +3,7 @@
 //! connection it holds, refuses new ones, or goes silent (forwards nothing, closes
 //! nothing) as a dead network path behind a NAT would.
 
+use super::within;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,8 +12,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-use super::within;
 
 /// What the proxy does with the bytes and connections it gets.
 #[derive(Debug, Clone, Copy, Default)]
