@@ -7,6 +7,7 @@
 //! - [`sse`]: an SSE client (reqwest + eventsource-stream) with typed readers;
 //! - [`raw`]: a raw HTTP/1.1 client over TCP, for exact bytes and misbehaving clients;
 //! - [`prom`]: reading and awaiting values of the Prometheus exposition;
+//! - [`proxy`]: a TCP proxy that a test can cut, make refuse, or silence;
 //! - [`report`]: figures recorded for `cargo xtask reliability`;
 //! - [`tls`]: the server over TLS, and TLS and HTTP/2 clients that trust it.
 //!
@@ -22,6 +23,7 @@ pub mod binary;
 pub mod http;
 pub mod inproc;
 pub mod prom;
+pub mod proxy;
 pub mod raw;
 pub mod report;
 pub mod sse;
