@@ -534,6 +534,10 @@ mod tests {
             .collect();
         assert_eq!(targets.len(), 2, "{md}");
         assert!(md.contains(&format!("## {}", plan(true).title())));
+        assert!(
+            !md.contains("benchmarks.svg"),
+            "no chart without a steady scenario"
+        );
     }
 
     #[test]

@@ -235,13 +235,19 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&out)?;
     // The chart is of the steady scenarios against every peer (`http2` has its table).
-    if plan.iter().any(Scenario::steady) {
+    let chart = plan.iter().any(Scenario::steady);
+    if chart {
         chart::chart(&plan, &results, &out.join("benchmarks.svg"))?;
     }
     let md = report::render(&plan, &results, &meta)?;
     std::fs::write(out.join("benchmarks.md"), md)?;
     step(format!(
-        "wrote {out_name}/benchmarks.md and {out_name}/benchmarks.svg in {:.0} s (raw figures and server logs in target/bench/)",
+        "wrote {out_name}/benchmarks.md{} in {:.0} s (raw figures and server logs in target/bench/)",
+        if chart {
+            format!(" and {out_name}/benchmarks.svg")
+        } else {
+            String::new()
+        },
         took.as_secs_f64()
     ));
     Ok(())

@@ -224,10 +224,13 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
         writeln!(md, "| {} | {} | {} |", row.target, row.measured, row.status)?;
     }
     writeln!(md)?;
-    writeln!(
-        md,
-        "![Server CPU per delivered event and resident memory per open stream](benchmarks.svg)\n"
-    )?;
+    // The chart is drawn only when a steady scenario ran (`--only http2` has none).
+    if plan.iter().any(Scenario::steady) {
+        writeln!(
+            md,
+            "![Server CPU per delivered event and resident memory per open stream](benchmarks.svg)\n"
+        )?;
+    }
 
     for (si, sc) in plan.iter().enumerate() {
         scenario_section(&mut md, si, sc, res, floor)?;
