@@ -11,6 +11,7 @@ pub mod routes;
 pub mod serve;
 pub mod sse;
 pub mod state;
+pub mod store;
 pub mod streams;
 
 pub use config::{Config, ConfigError};
