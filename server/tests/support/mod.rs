@@ -8,7 +8,9 @@
 //! - [`raw`]: a raw HTTP/1.1 client over TCP, for exact bytes and misbehaving clients;
 //! - [`prom`]: reading and awaiting values of the Prometheus exposition;
 //! - [`report`]: figures recorded for `cargo xtask reliability`;
-//! - [`tls`]: the server over TLS, and TLS and HTTP/2 clients that trust it.
+//! - [`tls`]: the server over TLS, and TLS and HTTP/2 clients that trust it;
+//! - [`cluster`]: instances sharing the counter through a real Redis, behind a real
+//!   nginx.
 //!
 //! One timeout convention holds throughout: every network await sits inside [`within`]
 //! or [`within_for`], and a condition the server reaches on its own is polled with
@@ -19,6 +21,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod cluster;
 pub mod http;
 pub mod inproc;
 pub mod prom;
