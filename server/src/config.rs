@@ -65,6 +65,14 @@ pub struct Config {
     pub tls: Option<TlsSource>,
     /// HTTP/2 streams open at once on one connection; past it a client waits.
     pub h2_max_streams: u32,
+
+    // Several instances behind a load balancer.
+    /// Where the shared counter is kept: in Redis at this URL, shared by every instance
+    /// that names it, or in this process (`None`, the default).
+    pub redis_url: Option<crate::store::RedisUrl>,
+    /// Peers trusted to name the client in `X-Forwarded-For` (the load balancer): the
+    /// per-client limit on increments then counts the address they name, not theirs.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -86,6 +94,8 @@ impl Default for Config {
             shutdown_retry_spread: Duration::from_millis(defaults::SHUTDOWN_RETRY_SPREAD_MS),
             tls: None,
             h2_max_streams: defaults::H2_MAX_STREAMS,
+            redis_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod routes;
 pub mod serve;
 pub mod sse;
 pub mod state;
+pub mod store;
 pub mod streams;
 
 pub use config::{Config, ConfigError};

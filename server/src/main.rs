@@ -5,9 +5,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use server::config::defaults;
 use server::serve::{TlsError, TlsSource};
+use server::store::RedisUrl;
 use server::Config;
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -89,6 +90,20 @@ struct Cli {
     /// Serve `/metrics` on this address instead of the main one (e.g. 127.0.0.1:9090).
     #[arg(long, env = "SSE_COUNTER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+
+    // Several instances behind a load balancer.
+    /// Keep the shared counter in Redis (e.g. redis://127.0.0.1:6379), shared by every
+    /// instance given the same URL. Default: in this process.
+    #[arg(long, env = "SSE_COUNTER_REDIS_URL", value_parser = RedisUrl::parse)]
+    redis_url: Option<RedisUrl>,
+    /// Address of a proxy allowed to name the client in X-Forwarded-For, for the
+    /// per-client limit on increments (repeatable). Default: none, the peer counts.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SSE_COUNTER_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
 }
 
 impl Cli {
@@ -131,6 +146,8 @@ impl Cli {
             shutdown_retry_spread: Duration::from_millis(self.shutdown_retry_spread_ms),
             tls,
             h2_max_streams: self.h2_max_streams,
+            redis_url: self.redis_url.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }
