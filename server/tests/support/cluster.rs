@@ -38,16 +38,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Whether `program` is installed; the message names the Debian package otherwise.
-fn require(program: &str, package: &str) {
-    let found = std::process::Command::new(program)
-        .arg("-v")
-        .output()
-        .is_ok();
-    assert!(
-        found,
-        "{program} is not installed: `apt-get install {package}` (cargo xtask test installs it)"
-    );
+/// Where `program` is: on PATH, or in the sbin directories a user's PATH often lacks
+/// (Debian installs nginx in /usr/sbin). The message names the Debian package if it is
+/// nowhere.
+fn require(program: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{program} is not installed: `apt-get install {package}` (cargo xtask test installs it)"
+            )
+        })
 }
 
 /// Sends `signal` to `pid` with `kill`; false if there is no such process any more.
@@ -64,6 +68,7 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    program: PathBuf,
 }
 
 impl Redis {
@@ -73,11 +78,11 @@ impl Redis {
 
     /// Starts Redis on `port`, or on a free one.
     pub async fn start_on(port: Option<u16>) -> Redis {
-        require("redis-server", "redis-server");
         let mut redis = Redis {
             child: None,
             port: 0,
             dir: TempDir::new("redis"),
+            program: require("redis-server", "redis-server"),
         };
         if let Some(port) = port {
             redis.port = port;
@@ -109,7 +114,7 @@ impl Redis {
     /// Starts `redis-server` on `self.port` and waits until it answers `PING`;
     /// `Err(log)` if it exited instead.
     async fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.program)
             .arg(Path::new(DEPLOY).join("redis.conf"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -232,7 +237,7 @@ pub struct Nginx {
 
 impl Nginx {
     pub async fn start(instances: &[SocketAddr]) -> Nginx {
-        require("nginx", "nginx");
+        let program = require("nginx", "nginx");
         let dir = TempDir::new("nginx");
         let (source, _) = server::serve::tls::self_signed().expect("a self-signed certificate");
         let server::serve::TlsSource::Pem { cert, key } = source else {
@@ -245,7 +250,7 @@ impl Nginx {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let conf = render_nginx(addr, instances, dir.path());
             std::fs::write(dir.path().join("nginx.conf"), conf).expect("write nginx.conf");
-            let mut child = Command::new("nginx")
+            let mut child = Command::new(&program)
                 .arg("-p")
                 .arg(dir.path())
                 .arg("-e")
