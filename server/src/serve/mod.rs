@@ -20,7 +20,6 @@ pub use tls::{Tls, TlsError};
 use crate::config::Config;
 use crate::state::AppState;
 use crate::{error, routes};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -57,15 +56,14 @@ pub async fn run_with_metrics(
         open: open.clone(),
     };
     let service = warp::service(routes::routes(Arc::clone(&state)));
-    let graceful = GracefulShutdown::new();
     match tls {
         Some(config) => {
             let server = HttpServer::new(service, Tls::new(config), options());
-            accept_all(&listener, &state, shutdown, &server, &graceful).await;
+            accept_all(&listener, &state, shutdown, &server).await;
         }
         None => {
             let server = HttpServer::new(service, Plain, options());
-            accept_all(&listener, &state, shutdown, &server, &graceful).await;
+            accept_all(&listener, &state, shutdown, &server).await;
         }
     }
     drop(listener);
@@ -73,7 +71,7 @@ pub async fn run_with_metrics(
     if let Some(stop) = metrics_stop {
         let _ = stop.send(());
     }
-    drain(&state, graceful, &mut all_closed).await;
+    drain(&state, &mut all_closed).await;
     Ok(())
 }
 
@@ -83,7 +81,6 @@ async fn accept_all<S, H>(
     state: &AppState,
     shutdown: impl Future<Output = ()>,
     server: &HttpServer<S, H>,
-    graceful: &GracefulShutdown,
 ) where
     S: tower_service::Service<
             ::http::Request<hyper::body::Incoming>,
@@ -104,27 +101,22 @@ async fn accept_all<S, H>(
         send_buffer: state.config.send_buffer,
     };
     accept::accept_until(listener, options, shutdown, |tcp, peer| {
-        server.spawn(tcp, peer, graceful.watcher());
+        server.spawn(tcp, peer);
     })
     .await;
 }
 
 /// Ends every open stream with `end` (reason `shutdown`) and waits up to the grace
 /// period for the connections to close.
-async fn drain(
-    state: &AppState,
-    graceful: GracefulShutdown,
-    all_closed: &mut tokio::sync::mpsc::Receiver<()>,
-) {
+async fn drain(state: &AppState, all_closed: &mut tokio::sync::mpsc::Receiver<()>) {
     tracing::info!(
         open_streams = state.admission.active(),
         "shutting down: ending every open stream"
     );
     state.shutdown.begin();
     // HTTP/1.1 connections close once idle; every connection task, HTTP/2 ones
-    // included (they send GOAWAY), then ends.
+    // included (they send GOAWAY), then ends and drops its `open` sender.
     let closed = async {
-        graceful.shutdown().await;
         let _ = all_closed.recv().await;
     };
     match tokio::time::timeout(state.config.shutdown_grace, closed).await {

@@ -10,4 +10,4 @@ pub mod shutdown;
 
 pub use body::{BodyParts, Due, SseBody, StreamKind};
 pub use permit::{Admission, StreamPermit, Summary};
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, ShutdownWatch};

@@ -6,7 +6,6 @@
 
 use crate::sse::{frame, Due, StreamKind};
 use bytes::Bytes;
-use shared::Tick;
 use std::task::Context;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -58,11 +57,7 @@ impl StreamKind for Counter {
         } else {
             now + self.plan.interval
         };
-        let tick = Tick {
-            num,
-            sent_at_us: crate::unix_micros(),
-        };
-        frame::json(None, Some(num), &tick).expect("a tick has no event name to refuse")
+        tick_frame(num, crate::unix_micros())
     }
 
     fn last_id(&self) -> u64 {
@@ -72,6 +67,25 @@ impl StreamKind for Counter {
     fn grid(&self) -> Duration {
         grid_for(self.plan.interval)
     }
+}
+
+/// The frame of one tick: the bytes of `frame::json(None, Some(num), &Tick { .. })`
+/// (`tick_frame_is_the_json_frame` below), written without serde in one allocation.
+// Bench: `cargo xtask bench` 1 Hz, CPU per event (callgrind: a tenth fewer instructions).
+fn tick_frame(num: u64, sent_at_us: u64) -> Bytes {
+    let mut num_digits = itoa::Buffer::new();
+    let num = num_digits.format(num).as_bytes();
+    let mut at_digits = itoa::Buffer::new();
+    let at = at_digits.format(sent_at_us).as_bytes();
+    frame::concat(&[
+        b"id: ",
+        num,
+        b"\ndata: {\"num\":",
+        num,
+        b",\"sent_at_us\":",
+        at,
+        b"}\n\n",
+    ])
 }
 
 /// The wake-up grid for a stream ticking every `interval`: a hundredth of it, between
@@ -88,6 +102,18 @@ fn grid_for(interval: Duration) -> Duration {
 mod tests {
     use super::*;
     use futures_util::task::noop_waker_ref;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tick_frame_is_the_json_frame(num in any::<u64>(), sent_at_us in any::<u64>()) {
+            let tick = shared::Tick { num, sent_at_us };
+            prop_assert_eq!(
+                tick_frame(num, sent_at_us),
+                frame::json(None, Some(num), &tick).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn grid_is_a_hundredth_of_the_interval_within_1_to_3_ms() {
