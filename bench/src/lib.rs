@@ -1,5 +1,5 @@
 //! The benchmark harness: the load generator's parts (`load`, `publish`, `stats`,
-//! `report`) and the `/proc` readings (`procfs`) that the `sse-bench` and `floor`
+//! `report`, `tls`) and the `/proc` readings (`procfs`) that the `sse-bench` and `floor`
 //! binaries share.
 //!
 //! Without the `programs` feature only the report types are built (`report`, `stats`,
@@ -13,6 +13,8 @@ pub mod procfs;
 pub mod publish;
 pub mod report;
 pub mod stats;
+#[cfg(feature = "programs")]
+pub mod tls;
 
 /// Raises this process's open-files soft limit to its hard limit (children inherit it)
 /// and returns the new soft limit.

@@ -1,24 +1,32 @@
 //! The load itself: opens streams against one loopback target at a set rate, reads
 //! each with a conforming SSE parser, and counts what arrives.
 //!
-//! Each stream is one task owning one bare hyper HTTP/1 client connection: no pool and
-//! no per-request machinery beyond what a browser's EventSource does. The client runs on
+//! Each stream is one task. Over HTTP/1.1 (`http://`, or `https://` with TLS) it owns
+//! one bare hyper HTTP/1 client connection: no pool and no per-request machinery beyond
+//! what a browser's EventSource does. Over HTTP/2 (`https://` with `--http2`) the
+//! streams share a few connections of the `h2` crate, stream `i` on connection
+//! `i % connections`, each connection made by the first stream that needs it and driven
+//! by a task of its own; every stream releases its flow-control window as it reads, as
+//! a browser does. Every stream, whatever carries it, goes through the same SSE parsing
+//! and accounting. The client runs on
 //! the same machine as the server it measures and competes with it for the cores, so
 //! every cycle it spends shows up in the server's latency and time to headers (the
 //! spread over repeats in `docs/benchmarks.md` shows how much).
 
-use crate::report::{StreamKind, WorkerResult};
+use crate::report::{StreamKind, Transport, WorkerResult};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use eventsource_stream::Eventsource as _;
-use futures_util::StreamExt as _;
+use futures_util::{Stream, StreamExt as _};
 use http_body_util::{BodyDataStream, Empty};
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpSocket;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -27,7 +35,11 @@ use tokio::time::Instant;
 pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
-    /// The `Host` header.
+    /// `https://`: TLS on every connection.
+    pub tls: bool,
+    /// The host alone: the name TLS asks for.
+    pub hostname: String,
+    /// The `Host` header (HTTP/2's `:authority`).
     pub host: String,
     pub path_and_query: String,
 }
@@ -37,9 +49,11 @@ impl Target {
         let uri: http::Uri = url
             .parse()
             .with_context(|| format!("{url:?} is not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            bail!("only http:// URLs are supported, not {url:?}");
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => bail!("only http:// and https:// URLs are supported, not {url:?}"),
+        };
         let host = uri.host().context("the URL has no host")?;
         let ip = if host == "localhost" {
             Ipv4Addr::LOCALHOST
@@ -51,10 +65,12 @@ impl Target {
         if !ip.is_loopback() {
             bail!("refusing {ip}: load is only ever sent to loopback (127.0.0.0/8)");
         }
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Target {
             url: url.to_owned(),
             addr: SocketAddr::new(IpAddr::V4(ip), port),
+            tls,
+            hostname: host.to_owned(),
             host: format!("{host}:{port}"),
             path_and_query: uri
                 .path_and_query()
@@ -68,18 +84,41 @@ impl Target {
 pub struct LoadConfig {
     pub target: Target,
     pub kind: StreamKind,
+    /// HTTP/1.1 or HTTPS HTTP/1.1 as the target's scheme says, or HTTP/2 (over TLS).
+    pub transport: Transport,
+    /// HTTP/2 connections this process opens and spreads its streams over; unused
+    /// over HTTP/1.1, where each stream has its own.
+    pub connections: u64,
+    /// Each HTTP/2 stream's initial receive window, in bytes.
+    pub h2_stream_window: u32,
     pub streams: u64,
     /// Streams opened per second; 0 opens them all at once.
     pub ramp_per_sec: f64,
     /// This process opens streams `first_index`, `first_index + index_step`, ... of the
-    /// whole run, so processes spread over the source addresses the same way.
+    /// whole run (and HTTP/2 connections numbered the same way), so processes spread
+    /// over the source addresses the same way.
     pub first_index: u64,
     pub index_step: u64,
     /// Client sockets are bound to 127.0.0.1 up to 127.0.0.`source_ips`, round-robin,
     /// so the run is not limited by one address's ephemeral ports (about 28,000).
     pub source_ips: u8,
-    /// Limit for the TCP connect and, separately, for the response headers.
+    /// Limit for the TCP connect (with the TLS and HTTP/2 handshakes where there are
+    /// some) and, separately, for the response headers.
     pub connect_timeout: Duration,
+}
+
+impl LoadConfig {
+    /// The transport a target's scheme gives, HTTP/2 when asked (which needs TLS).
+    pub fn transport_for(target: &Target, http2: bool) -> anyhow::Result<Transport> {
+        Ok(match (target.tls, http2) {
+            (false, false) => Transport::Http1,
+            (true, false) => Transport::Https1,
+            (true, true) => Transport::Http2,
+            (false, true) => {
+                bail!("HTTP/2 is only spoken over TLS here (as browsers do): use an https:// URL")
+            }
+        })
+    }
 }
 
 /// The steady window, in wall-clock microseconds since the UNIX epoch, so several
@@ -127,11 +166,49 @@ struct Shared {
     open: AtomicU64,
     /// A std mutex: held for a few counter updates, never across an await.
     result: Mutex<WorkerResult>,
+    /// The tasks driving the HTTP/2 connections, ended with the streams.
+    drivers: Mutex<JoinSet<()>>,
 }
 
 impl Shared {
     fn result(&self) -> std::sync::MutexGuard<'_, WorkerResult> {
         self.result.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn drivers(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.drivers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How this process reaches the server: its TLS client, and its HTTP/2 connections,
+/// each made once by the first stream that needs it (a failure is kept, so the other
+/// streams of that connection fail with it rather than each trying again).
+struct Dialer {
+    tls: Option<crate::tls::Client>,
+    h2: Vec<OnceCell<Result<h2::client::SendRequest<Bytes>, Failure>>>,
+}
+
+impl Dialer {
+    fn new(cfg: &LoadConfig) -> anyhow::Result<Dialer> {
+        let alpn: &[u8] = match cfg.transport {
+            Transport::Http1 => b"",
+            Transport::Https1 => b"http/1.1",
+            Transport::Http2 => b"h2",
+        };
+        let tls = match cfg.transport {
+            Transport::Http1 => None,
+            Transport::Https1 | Transport::Http2 => {
+                Some(crate::tls::Client::new(&cfg.target.hostname, alpn)?)
+            }
+        };
+        let connections = match cfg.transport {
+            Transport::Http2 => cfg.connections.max(1),
+            Transport::Http1 | Transport::Https1 => 0,
+        };
+        Ok(Dialer {
+            tls,
+            h2: (0..connections).map(|_| OnceCell::new()).collect(),
+        })
     }
 }
 
@@ -143,8 +220,10 @@ pub struct Load {
 
 impl Load {
     /// Opens the streams at the configured rate and returns when each one is open or has
-    /// failed, or when `settle_limit` has passed since the first connect.
-    pub async fn open(cfg: LoadConfig, settle_limit: Duration) -> Load {
+    /// failed, or when `settle_limit` has passed since the first connect. Fails only if
+    /// TLS cannot be set up.
+    pub async fn open(cfg: LoadConfig, settle_limit: Duration) -> anyhow::Result<Load> {
+        let dialer = Arc::new(Dialer::new(&cfg)?);
         let shared = Arc::new(Shared {
             window_start: AtomicU64::new(u64::MAX),
             window_end: AtomicU64::new(u64::MAX),
@@ -155,6 +234,7 @@ impl Load {
                 streams: cfg.streams,
                 ..WorkerResult::default()
             }),
+            drivers: Mutex::new(JoinSet::new()),
         });
         let cfg = Arc::new(cfg);
         let mut tasks = JoinSet::new();
@@ -166,15 +246,19 @@ impl Load {
                 )
                 .await;
             }
-            let index = cfg.first_index + i * cfg.index_step;
-            tasks.spawn(stream(Arc::clone(&cfg), Arc::clone(&shared), index));
+            tasks.spawn(stream(
+                Arc::clone(&cfg),
+                Arc::clone(&dialer),
+                Arc::clone(&shared),
+                i,
+            ));
         }
         let deadline = start + settle_limit;
         while shared.settled.load(Ordering::Relaxed) < cfg.streams && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         shared.result().setup_secs = start.elapsed().as_secs_f64();
-        Load { shared, tasks }
+        Ok(Load { shared, tasks })
     }
 
     pub fn established(&self) -> u64 {
@@ -196,12 +280,15 @@ impl Load {
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.shared.stopping.store(true, Ordering::Relaxed);
         self.tasks.shutdown().await;
+        let mut drivers = std::mem::take(&mut *self.shared.drivers());
+        drivers.shutdown().await;
         let mut r = self.shared.result().clone();
         r.open_at_window_end = open;
         r
     }
 }
 
+#[derive(Debug, Clone)]
 enum Failure {
     Connect(String),
     Status(String),
@@ -211,12 +298,18 @@ enum Failure {
     Protocol(String),
 }
 
-/// One stream from connect to close; figures go into `shared` as they come, because
-/// the task is aborted when the run stops.
-async fn stream(cfg: Arc<LoadConfig>, shared: Arc<Shared>, index: u64) {
+/// Stream `local` of this process from connect to close; figures go into `shared` as
+/// they come, because the task is aborted when the run stops.
+async fn stream(cfg: Arc<LoadConfig>, dialer: Arc<Dialer>, shared: Arc<Shared>, local: u64) {
     let t0 = Instant::now();
     let established = AtomicBool::new(false);
-    let outcome = run_stream(&cfg, &shared, index, t0, &established).await;
+    let outcome = match cfg.transport {
+        Transport::Http2 => h2_stream(&cfg, &dialer, &shared, local, t0, &established).await,
+        Transport::Http1 | Transport::Https1 => {
+            let index = cfg.first_index + local * cfg.index_step;
+            http1_stream(&cfg, &dialer, &shared, index, t0, &established).await
+        }
+    };
     if !established.load(Ordering::Relaxed) {
         shared.settled.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -252,13 +345,9 @@ async fn stream(cfg: Arc<LoadConfig>, shared: Arc<Shared>, index: u64) {
     }
 }
 
-async fn run_stream(
-    cfg: &LoadConfig,
-    shared: &Shared,
-    index: u64,
-    t0: Instant,
-    established: &AtomicBool,
-) -> Result<(), Failure> {
+/// A TCP connection to the target from the source address of `index` (a stream's
+/// over HTTP/1.1, a connection's over HTTP/2).
+async fn connect_tcp(cfg: &LoadConfig, index: u64) -> Result<TcpStream, Failure> {
     let source = Ipv4Addr::new(
         127,
         0,
@@ -275,9 +364,68 @@ async fn run_stream(
         .map_err(|e| Failure::Connect(e.to_string()))?;
     tcp.set_nodelay(true)
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    Ok(tcp)
+}
+
+/// The TLS handshake on `tcp`, within the connect timeout.
+async fn tls_handshake(
+    cfg: &LoadConfig,
+    tls: &crate::tls::Client,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    tokio::time::timeout(cfg.connect_timeout, tls.handshake(tcp))
+        .await
+        .map_err(|_| Failure::Timeout("TLS handshake".into()))?
+        .map_err(|e| Failure::Connect(format!("TLS: {e}")))
+}
+
+/// Counts a stream as established once its response headers said 200.
+fn established_now(shared: &Shared, established: &AtomicBool, t0: Instant) {
+    let headers_us = t0.elapsed().as_micros() as u64;
+    {
+        let mut r = shared.result();
+        r.established += 1;
+        r.time_to_headers.record(headers_us);
+    }
+    shared.open.fetch_add(1, Ordering::Relaxed);
+    shared.settled.fetch_add(1, Ordering::Relaxed);
+    established.store(true, Ordering::Relaxed);
+}
+
+/// One stream on a connection of its own: plain, or TLS with ALPN `http/1.1`.
+async fn http1_stream(
+    cfg: &LoadConfig,
+    dialer: &Dialer,
+    shared: &Shared,
+    index: u64,
+    t0: Instant,
+    established: &AtomicBool,
+) -> Result<(), Failure> {
+    let tcp = connect_tcp(cfg, index).await?;
+    match &dialer.tls {
+        None => http1_on(cfg, shared, tcp, t0, established).await,
+        Some(tls) => {
+            let io = tls_handshake(cfg, tls, tcp).await?;
+            http1_on(cfg, shared, io, t0, established).await
+        }
+    }
+}
+
+/// The request and its response on a fresh HTTP/1.1 connection over `io`.
+async fn http1_on<I>(
+    cfg: &LoadConfig,
+    shared: &Shared,
+    io: I,
+    t0: Instant,
+    established: &AtomicBool,
+) -> Result<(), Failure>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
+    shared.result().connections += 1;
     let mut conn = std::pin::pin!(conn);
     let request = http::Request::get(cfg.target.path_and_query.as_str())
         .header(http::header::HOST, cfg.target.host.as_str())
@@ -292,16 +440,14 @@ async fn run_stream(
         if response.status() != http::StatusCode::OK {
             return Err(Failure::Status(response.status().to_string()));
         }
-        let headers_us = t0.elapsed().as_micros() as u64;
-        {
-            let mut r = shared.result();
-            r.established += 1;
-            r.time_to_headers.record(headers_us);
-        }
-        shared.open.fetch_add(1, Ordering::Relaxed);
-        shared.settled.fetch_add(1, Ordering::Relaxed);
-        established.store(true, Ordering::Relaxed);
-        read_events(shared, cfg.kind, response.into_body(), t0).await
+        established_now(shared, established, t0);
+        read_events(
+            shared,
+            cfg.kind,
+            BodyDataStream::new(response.into_body()),
+            t0,
+        )
+        .await
     };
     let mut work = std::pin::pin!(work);
     // The connection is driven in this same task (not spawned): one task per stream.
@@ -321,6 +467,98 @@ async fn run_stream(
             }
         }
     }
+}
+
+/// Stream `local` of this process over HTTP/2, on connection `local % connections`.
+async fn h2_stream(
+    cfg: &LoadConfig,
+    dialer: &Dialer,
+    shared: &Shared,
+    local: u64,
+    t0: Instant,
+    established: &AtomicBool,
+) -> Result<(), Failure> {
+    let slot = (local % dialer.h2.len() as u64) as usize;
+    let sender = dialer.h2[slot]
+        .get_or_init(|| h2_connect(cfg, dialer, shared, slot as u64))
+        .await
+        .clone()?;
+    let request = http::Request::get(format!(
+        "https://{}{}",
+        cfg.target.host, cfg.target.path_and_query
+    ))
+    .header(http::header::ACCEPT, "text/event-stream")
+    .body(())
+    .map_err(|e| Failure::Connect(e.to_string()))?;
+    let response = tokio::time::timeout(cfg.connect_timeout, async {
+        let mut sender = sender
+            .ready()
+            .await
+            .map_err(|e| Failure::Reset(e.to_string()))?;
+        let (response, _) = sender
+            .send_request(request, true)
+            .map_err(|e| Failure::Reset(e.to_string()))?;
+        response.await.map_err(|e| Failure::Reset(e.to_string()))
+    })
+    .await
+    .map_err(|_| {
+        // A stream past the server's SETTINGS_MAX_CONCURRENT_STREAMS waits here.
+        Failure::Timeout(
+            "response headers (over HTTP/2: more streams per connection than the server allows?)"
+                .into(),
+        )
+    })??;
+    if response.status() != http::StatusCode::OK {
+        return Err(Failure::Status(response.status().to_string()));
+    }
+    established_now(shared, established, t0);
+    let body = futures_util::stream::unfold(response.into_body(), |mut body| async move {
+        let data = body.data().await?;
+        if let Ok(bytes) = &data {
+            // Read, so the server may send as much again on this stream (and on the
+            // connection, whose window this also refills).
+            let _ = body.flow_control().release_capacity(bytes.len());
+        }
+        Some((data, body))
+    });
+    read_events(shared, cfg.kind, body, t0).await
+}
+
+/// Connection `slot` of this process: TCP from its source address, TLS with ALPN
+/// `h2`, the HTTP/2 handshake, and a task that drives it.
+async fn h2_connect(
+    cfg: &LoadConfig,
+    dialer: &Dialer,
+    shared: &Shared,
+    slot: u64,
+) -> Result<h2::client::SendRequest<Bytes>, Failure> {
+    let tls = dialer
+        .tls
+        .as_ref()
+        .ok_or_else(|| Failure::Connect("HTTP/2 without TLS".into()))?;
+    let tcp = connect_tcp(cfg, cfg.first_index + slot * cfg.index_step).await?;
+    let io = tls_handshake(cfg, tls, tcp).await?;
+    if io.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(Failure::Protocol(
+            "the server did not choose h2 by ALPN".into(),
+        ));
+    }
+    let handshake = h2::client::Builder::new()
+        .initial_window_size(cfg.h2_stream_window)
+        // As browsers do, the connection's window is larger than a stream's, so the
+        // hundreds of streams sharing it never wait on one another's reads.
+        .initial_connection_window_size(cfg.h2_stream_window.max(1 << 20))
+        .handshake::<_, Bytes>(io);
+    let (sender, connection) = tokio::time::timeout(cfg.connect_timeout, handshake)
+        .await
+        .map_err(|_| Failure::Timeout("HTTP/2 handshake".into()))?
+        .map_err(|e| Failure::Connect(format!("HTTP/2 handshake: {e}")))?;
+    // A connection that fails shows in each of its streams, which get the error.
+    shared.drivers().spawn(async move {
+        let _ = connection.await;
+    });
+    shared.result().connections += 1;
+    Ok(sender)
 }
 
 /// What one event says: the number to check and when it was sent, or a reset.
@@ -367,13 +605,19 @@ fn seen(kind: StreamKind, event: &eventsource_stream::Event) -> Result<Seen, Fai
     })
 }
 
-async fn read_events(
+/// Reads a stream's body (its bytes as they arrive, whatever carried them) as SSE and
+/// counts its events.
+async fn read_events<B, E>(
     shared: &Shared,
     kind: StreamKind,
-    body: hyper::body::Incoming,
+    body: B,
     t0: Instant,
-) -> Result<(), Failure> {
-    let mut events = BodyDataStream::new(body).eventsource();
+) -> Result<(), Failure>
+where
+    B: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut events = std::pin::pin!(body.eventsource());
     let mut seq = match kind {
         StreamKind::Counter => crate::stats::SeqCheck::new(),
         StreamKind::Shared => crate::stats::SeqCheck::from_first(),
@@ -428,9 +672,33 @@ mod tests {
         assert_eq!(t.addr, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(t.path_and_query, "/api/counter?count=5&interval_ms=10");
         assert_eq!(t.host, "127.0.0.1:3000");
+        assert!(!t.tls);
         let t = Target::parse("http://localhost:8080").unwrap();
         assert_eq!((t.addr.port(), t.path_and_query.as_str()), (8080, "/"));
         assert!(Target::parse("http://127.9.8.7/").is_ok());
+    }
+
+    #[test]
+    fn https_targets_take_tls_and_http2_only_over_it() {
+        let t = Target::parse("https://localhost/api/counter").unwrap();
+        assert!(t.tls);
+        assert_eq!((t.addr.port(), t.hostname.as_str()), (443, "localhost"));
+        assert_eq!(t.host, "localhost:443");
+        let plain = Target::parse("http://127.0.0.1:1/").unwrap();
+        assert_eq!(
+            LoadConfig::transport_for(&plain, false).unwrap(),
+            Transport::Http1
+        );
+        assert_eq!(
+            LoadConfig::transport_for(&t, false).unwrap(),
+            Transport::Https1
+        );
+        assert_eq!(
+            LoadConfig::transport_for(&t, true).unwrap(),
+            Transport::Http2
+        );
+        let err = LoadConfig::transport_for(&plain, true).unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
     }
 
     #[test]
@@ -440,7 +708,9 @@ mod tests {
             "http://192.168.1.2/",
             "http://8.8.8.8/",
             "http://example.com/",
-            "https://127.0.0.1/",
+            "https://10.1.2.3/",
+            "https://example.com/",
+            "ftp://127.0.0.1/",
             "http://[::1]:3000/",
             "not a url",
         ] {

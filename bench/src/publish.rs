@@ -1,5 +1,6 @@
 //! The publisher: drives the shared counter by `POST`ing to its increment path at a
-//! fixed rate, over one kept-alive HTTP/1 connection, until a set time.
+//! fixed rate, over one kept-alive HTTP/1 connection (HTTPS for an `https://` target),
+//! until a set time.
 //!
 //! It runs in sse-bench's parent process next to the subscribers it feeds; its figures
 //! say whether the server took every increment, so a rate limit or a missing route
@@ -83,10 +84,18 @@ pub async fn publish(cfg: &PublishConfig, until_us: u64) -> PublishFigures {
     figures
 }
 
-/// One HTTP/1 connection to the server, driven by a task of its own.
+/// One HTTP/1 connection to the server (over TLS for an `https://` target, whatever
+/// carries the streams), driven by a task of its own.
 async fn connect(target: &Target) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
     let tcp = tokio::net::TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
+    if target.tls {
+        let tls = crate::tls::Client::new(&target.hostname, b"http/1.1")?;
+        let io = tls.handshake(tcp).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(conn);
+        return Ok(sender);
+    }
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     Ok(sender)

@@ -49,6 +49,31 @@ impl std::str::FromStr for StreamKind {
     }
 }
 
+/// How the streams reach the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// `http://`: one HTTP/1.1 connection per stream, as a browser's EventSource.
+    #[default]
+    Http1,
+    /// `https://`: one HTTP/1.1 connection per stream over TLS (ALPN `http/1.1`).
+    Https1,
+    /// `https://` with `--http2`: the streams multiplexed over a few TLS connections
+    /// (ALPN `h2`).
+    Http2,
+}
+
+impl Transport {
+    /// How a report names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Http1 => "HTTP/1.1",
+            Transport::Https1 => "HTTPS HTTP/1.1",
+            Transport::Http2 => "HTTP/2 (TLS)",
+        }
+    }
+}
+
 /// Streams that did not open, or did not stay open, by why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +114,9 @@ pub struct WorkerResult {
     pub streams: u64,
     /// Streams that got a 200 with headers.
     pub established: u64,
+    /// Connections made (TCP, then TLS and HTTP/2 where the run uses them): one per
+    /// stream over HTTP/1.1, `--connections` over HTTP/2.
+    pub connections: u64,
     /// Streams still open when the steady window closed.
     pub open_at_window_end: u64,
     pub failed: Failures,
@@ -120,6 +148,7 @@ impl WorkerResult {
     pub fn merge(&mut self, o: &WorkerResult) {
         self.streams += o.streams;
         self.established += o.established;
+        self.connections += o.connections;
         self.open_at_window_end += o.open_at_window_end;
         self.failed.add(&o.failed);
         self.ended += o.ended;
@@ -198,9 +227,12 @@ impl PublishFigures {
 pub struct Report {
     pub url: String,
     pub kind: StreamKind,
+    pub transport: Transport,
     pub streams: u64,
     pub procs: u32,
     pub established: u64,
+    /// Connections the streams were carried over.
+    pub connections: u64,
     pub open_at_window_end: u64,
     pub failed_total: u64,
     pub failed: Failures,
@@ -228,6 +260,7 @@ pub struct Report {
 
 impl Report {
     /// `events_per_stream_per_sec` is the tick rate asked of the server, if known.
+    /// The transport is HTTP/1.1 until the caller says otherwise, as with `publish`.
     pub fn new(
         url: &str,
         kind: StreamKind,
@@ -240,9 +273,11 @@ impl Report {
         Report {
             url: url.to_owned(),
             kind,
+            transport: Transport::default(),
             streams: r.streams,
             procs,
             established: r.established,
+            connections: r.connections,
             open_at_window_end: r.open_at_window_end,
             failed_total: r.failed.total(),
             failed: r.failed,
@@ -284,6 +319,10 @@ impl Report {
                 self.procs,
                 if self.procs == 1 { "" } else { "es" }
             ),
+        );
+        row(
+            "connections",
+            format!("{} over {}", self.connections, self.transport.label()),
         );
         let f = &self.failed;
         row(
@@ -410,6 +449,7 @@ mod tests {
         let mut a = WorkerResult {
             streams: 10,
             established: 9,
+            connections: 9,
             failed: Failures {
                 connect: 1,
                 ..Failures::default()
@@ -424,6 +464,7 @@ mod tests {
         let mut b = WorkerResult {
             streams: 10,
             established: 10,
+            connections: 2,
             events_in_window: 100,
             repeats: 2,
             setup_secs: 0.5,
@@ -433,6 +474,7 @@ mod tests {
         b.latency.record(300);
         a.merge(&b);
         assert_eq!((a.streams, a.established, a.failed.total()), (20, 19, 1));
+        assert_eq!(a.connections, 11);
         assert_eq!((a.events_in_window, a.gaps, a.repeats), (190, 1, 2));
         assert_eq!(a.setup_secs, 1.5);
         assert_eq!(a.errors, ["refused", "reset"]);
@@ -458,6 +500,7 @@ mod tests {
         let mut w = WorkerResult {
             streams: 2,
             established: 2,
+            connections: 1,
             open_at_window_end: 2,
             events_in_window: 20,
             ..WorkerResult::default()
@@ -485,6 +528,7 @@ mod tests {
             Some(10.0),
             Some(server),
         );
+        r.transport = Transport::Http2;
         r.publish = Some(PublishFigures {
             rate: 10.0,
             sent: 10,
@@ -526,6 +570,8 @@ mod tests {
             &["failed", "status"],
             &["publish", "refused"],
             &["kind"],
+            &["transport"],
+            &["connections"],
         ] {
             let mut v = json.clone();
             rename(&mut v, path, "renamed");

@@ -1,10 +1,12 @@
 //! Runs the real `sse-bench` binary against servers on 127.0.0.1:0: the `warp-naive`
 //! peer and the yardstick (clean streams, one process and several), a scripted server
-//! whose ticks skip and repeat numbers, and a scripted shared counter that sse-bench
-//! drives itself. Only counts are asserted, never speed.
+//! whose ticks skip and repeat numbers, a scripted shared counter that sse-bench
+//! drives itself, and sse-counter itself over HTTPS, with HTTP/1.1 and with HTTP/2.
+//! Only counts are asserted, never speed.
 
-use bench::report::{Report, StreamKind};
+use bench::report::{Report, StreamKind, Transport};
 use futures_util::StreamExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,8 +18,12 @@ use warp::Filter as _;
 
 /// Starts a peer binary (`program`, with `args`) and returns it with its base URL.
 async fn start_peer(program: &str, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(program)
-        .args(args)
+    start(Command::new(program).args(args)).await
+}
+
+/// Starts a server and returns it with the base URL of its `listening on` line.
+async fn start(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -35,6 +41,69 @@ async fn start_peer(program: &str, args: &[&str]) -> (Child, String) {
         .strip_prefix("listening on ")
         .expect("a `listening on` line")
         .to_owned();
+    (child, base)
+}
+
+/// The `sse-counter` binary next to this test's own build (target/<profile>/).
+///
+/// The server is not a dependency of bench (that would build it into every bench
+/// binary), so `env!("CARGO_BIN_EXE_...")` cannot name it: `cargo build -p server` is
+/// run here, into this test's target directory and profile, which is a no-op when
+/// `cargo test --workspace` (as `cargo xtask test` runs it) has just built it, and
+/// otherwise builds it, or rebuilds it after a change to the server.
+async fn sse_counter_binary() -> PathBuf {
+    static BUILT: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let exe = std::env::current_exe().expect("the test knows where it is");
+            // target/<profile>/deps/<this test>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the test runs from target/<profile>/deps")
+                .to_owned();
+            let target_dir = profile_dir.parent().expect("a target directory");
+            let profile = profile_dir
+                .file_name()
+                .and_then(|p| p.to_str())
+                .expect("a profile directory");
+            let profile = if profile == "debug" { "dev" } else { profile };
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = timeout(
+                Duration::from_secs(900),
+                Command::new(cargo)
+                    .args(["build", "--quiet", "-p", "server", "--bin", "sse-counter"])
+                    .args(["--profile", profile])
+                    .arg("--target-dir")
+                    .arg(target_dir)
+                    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                    .kill_on_drop(true)
+                    .status(),
+            )
+            .await
+            .expect("building sse-counter did not finish in time")
+            .expect("cargo runs");
+            assert!(status.success(), "cargo build -p server failed");
+            let bin = profile_dir.join("sse-counter");
+            assert!(bin.is_file(), "no {} after the build", bin.display());
+            bin
+        })
+        .await
+        .clone()
+}
+
+/// sse-counter over TLS with a certificate made at start, as `cargo xtask bench` runs
+/// it: HTTP/2 (up to 1,000 streams a connection) and HTTP/1.1 by ALPN.
+async fn start_sse_counter_tls() -> (Child, String) {
+    let bin = sse_counter_binary().await;
+    let (child, base) = start(
+        Command::new(bin)
+            .args(["--addr", "127.0.0.1:0", "--tls-self-signed"])
+            .args(["--h2-max-streams", "1000", "--static-dir", "/nonexistent"])
+            .env("SSE_COUNTER_LOG", "error"),
+    )
+    .await;
+    assert!(base.starts_with("https://"), "{base}");
     (child, base)
 }
 
@@ -313,4 +382,110 @@ async fn targets_off_loopback_are_refused() {
     .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[tokio::test]
+async fn twenty_http2_streams_over_two_connections_of_sse_counter_arrive_whole() {
+    let (server, base) = start_sse_counter_tls().await;
+    let pid = server.id().unwrap().to_string();
+    let url = format!("{base}/api/counter?count=1000&interval_ms=50");
+    let report = sse_bench(&[
+        &url,
+        "--http2",
+        "--connections",
+        "2",
+        "--streams",
+        "20",
+        "--ramp",
+        "200",
+        "--warmup",
+        "0.2",
+        "--window",
+        "1.5",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    clean_run(&report, 20);
+    assert_eq!(report.transport, Transport::Http2);
+    assert_eq!(report.connections, 2, "{report:#?}");
+    assert_eq!(report.time_to_first_event_us.count, 20, "{report:#?}");
+    assert!(report.server.is_some());
+}
+
+#[tokio::test]
+async fn http2_streams_in_two_processes_share_their_connections() {
+    let (_server, base) = start_sse_counter_tls().await;
+    let url = format!("{base}/api/counter?count=1000&interval_ms=50");
+    let report = sse_bench(&[
+        &url,
+        "--http2",
+        "--connections",
+        "3",
+        "--streams",
+        "21",
+        "--procs",
+        "2",
+        "--warmup",
+        "0.2",
+        "--window",
+        "1",
+    ])
+    .await;
+    clean_run(&report, 21);
+    assert_eq!(report.connections, 3, "{report:#?}");
+}
+
+#[tokio::test]
+async fn http2_streams_give_their_window_back_as_they_read() {
+    // A 1 KiB window holds about 17 ticks: a stream that did not give back what it
+    // read would stall well before the window ends, and lose its ticks to it.
+    let (_server, base) = start_sse_counter_tls().await;
+    let url = format!("{base}/api/counter?count=1000&interval_ms=20");
+    let report = sse_bench(&[
+        &url,
+        "--http2",
+        "--connections",
+        "1",
+        "--h2-stream-window",
+        "1024",
+        "--streams",
+        "2",
+        "--warmup",
+        "0.5",
+        "--window",
+        "1.5",
+    ])
+    .await;
+    clean_run(&report, 2);
+    assert!(
+        report.events_in_window >= 2 * 40,
+        "{} events in 1.5 s at 50/s on each of 2 streams: {report:#?}",
+        report.events_in_window
+    );
+}
+
+#[tokio::test]
+async fn https_http1_streams_of_sse_counter_arrive_whole_one_connection_each() {
+    let (_server, base) = start_sse_counter_tls().await;
+    let url = format!("{base}/api/counter?count=1000&interval_ms=50");
+    let report = sse_bench(&[&url, "--streams", "4", "--warmup", "0.2", "--window", "1"]).await;
+    clean_run(&report, 4);
+    assert_eq!(report.transport, Transport::Https1);
+    assert_eq!(report.connections, 4, "{report:#?}");
+}
+
+#[tokio::test]
+async fn http2_is_refused_without_tls() {
+    let out = timeout(
+        Duration::from_secs(10),
+        Command::new(env!("CARGO_BIN_EXE_sse-bench"))
+            .args(["http://127.0.0.1:1/api/counter", "--http2"])
+            .output(),
+    )
+    .await
+    .expect("sse-bench did not answer in time")
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
 }

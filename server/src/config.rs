@@ -62,9 +62,17 @@ pub struct Config {
     /// window instead of all at once. Zero sends no new `retry:`.
     pub shutdown_retry_spread: Duration,
     /// TLS, with HTTP/2 and HTTP/1.1 offered by ALPN; `None` serves plain HTTP/1.1.
-    pub tls: Option<crate::serve::TlsSource>,
+    pub tls: Option<TlsSource>,
     /// HTTP/2 streams open at once on one connection; past it a client waits.
     pub h2_max_streams: u32,
+
+    // Several instances behind a load balancer.
+    /// Where the shared counter is kept: in Redis at this URL, shared by every instance
+    /// that names it, or in this process (`None`, the default).
+    pub redis_url: Option<crate::store::RedisUrl>,
+    /// Peers trusted to name the client in `X-Forwarded-For` (the load balancer): the
+    /// per-client limit on increments then counts the address they name, not theirs.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -86,6 +94,31 @@ impl Default for Config {
             shutdown_retry_spread: Duration::from_millis(defaults::SHUTDOWN_RETRY_SPREAD_MS),
             tls: None,
             h2_max_streams: defaults::H2_MAX_STREAMS,
+            redis_url: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Where the certificate and key come from.
+#[derive(Clone)]
+pub enum TlsSource {
+    /// PEM files: a certificate chain and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// PEM text already in memory (a certificate made by [`self_signed`]).
+    Pem { cert: String, key: String },
+}
+
+impl std::fmt::Debug for TlsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsSource::Files { cert, key } => f
+                .debug_struct("Files")
+                .field("cert", cert)
+                .field("key", key)
+                .finish(),
+            // Never print a private key.
+            TlsSource::Pem { .. } => f.write_str("Pem { .. }"),
         }
     }
 }

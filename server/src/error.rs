@@ -19,6 +19,8 @@ pub enum ApiError {
     TooManyStreams { retry_after_secs: u64 },
     #[error("the server is shutting down")]
     ShuttingDown { retry_after_secs: u64 },
+    #[error("the shared counter's store is unavailable, try again later")]
+    StoreUnavailable { retry_after_secs: u64 },
     #[error("too many increments from this address, try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("this request takes no body")]
@@ -41,9 +43,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound | ApiError::PageNotBuilt => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::TooManyStreams { .. } | ApiError::ShuttingDown { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::TooManyStreams { .. }
+            | ApiError::ShuttingDown { .. }
+            | ApiError::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OriginRefused => StatusCode::FORBIDDEN,
         }
     }
@@ -56,6 +58,9 @@ impl ApiError {
             }
             ApiError::ShuttingDown { .. } => {
                 ErrorBody::unavailable(self.to_string(), UnavailableReason::ShuttingDown)
+            }
+            ApiError::StoreUnavailable { .. } => {
+                ErrorBody::unavailable(self.to_string(), UnavailableReason::StoreUnavailable)
             }
             other => ErrorBody::new(other.to_string()),
         }
@@ -72,6 +77,7 @@ impl Reply for ApiError {
             }
             ApiError::TooManyStreams { retry_after_secs }
             | ApiError::ShuttingDown { retry_after_secs }
+            | ApiError::StoreUnavailable { retry_after_secs }
             | ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }

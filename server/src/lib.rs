@@ -4,6 +4,7 @@
 //! bound, until the shutdown future resolves. `docs/architecture.md` maps the modules.
 
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod ratelimit;
@@ -11,6 +12,7 @@ pub mod routes;
 pub mod serve;
 pub mod sse;
 pub mod state;
+pub mod store;
 pub mod streams;
 
 pub use config::{Config, ConfigError};

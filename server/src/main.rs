@@ -5,9 +5,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use server::config::defaults;
 use server::serve::{TlsError, TlsSource};
+use server::store::RedisUrl;
 use server::Config;
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -94,6 +95,20 @@ struct Cli {
     /// one per CPU.
     #[arg(long, env = "SSE_COUNTER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+
+    // Several instances behind a load balancer.
+    /// Keep the shared counter in Redis (e.g. redis://127.0.0.1:6379), shared by every
+    /// instance given the same URL. Default: in this process.
+    #[arg(long, env = "SSE_COUNTER_REDIS_URL", value_parser = RedisUrl::parse)]
+    redis_url: Option<RedisUrl>,
+    /// Address of a proxy allowed to name the client in X-Forwarded-For, for the
+    /// per-client limit on increments (repeatable). Default: none, the peer counts.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SSE_COUNTER_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
 }
 
 impl Cli {
@@ -136,6 +151,8 @@ impl Cli {
             shutdown_retry_spread: Duration::from_millis(self.shutdown_retry_spread_ms),
             tls,
             h2_max_streams: self.h2_max_streams,
+            redis_url: self.redis_url.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }

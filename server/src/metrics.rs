@@ -56,13 +56,16 @@ pub enum PublishRejection {
     Origin,
     /// A request body (an increment carries none).
     Body,
+    /// The store (Redis) could not be reached.
+    Store,
 }
 
 impl PublishRejection {
-    pub const ALL: [PublishRejection; 3] = [
+    pub const ALL: [PublishRejection; 4] = [
         PublishRejection::Rate,
         PublishRejection::Origin,
         PublishRejection::Body,
+        PublishRejection::Store,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl PublishRejection {
             PublishRejection::Rate => "rate",
             PublishRejection::Origin => "origin",
             PublishRejection::Body => "body",
+            PublishRejection::Store => "store",
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct Metrics {
     pub shared_subscribers: Gauge,
     pub shared_value: Gauge,
     pub shared_published: Counter,
+    /// 1 while the shared counter's store answers (always, for the embedded one).
+    pub shared_store_up: Gauge,
     /// One counter per [`PublishRejection`], in the order of `PublishRejection::ALL`.
     publish_rejected: Vec<Counter>,
 }
@@ -123,6 +129,11 @@ impl Metrics {
                 "sse_shared_published_total",
                 Unit::Count,
                 "changes of the shared counter published by this instance"
+            );
+            metrics::describe_gauge!(
+                "sse_shared_store_up",
+                Unit::Count,
+                "1 while the shared counter's store (Redis, or this process) answers"
             );
             metrics::describe_counter!(
                 "sse_shared_publish_rejected_total",
@@ -168,6 +179,7 @@ impl Metrics {
                 shared_subscribers: gauge("sse_shared_subscribers"),
                 shared_value: gauge("sse_shared_value"),
                 shared_published: counter("sse_shared_published_total"),
+                shared_store_up: gauge("sse_shared_store_up"),
                 publish_rejected,
             }
         })

@@ -3,7 +3,8 @@
 
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::net::IpAddr;
+use http::HeaderMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,9 +39,112 @@ impl PublishLimiter {
     }
 }
 
+/// The address the limit counts for a request from `peer`: the peer itself, unless it
+/// is one of the `trusted` proxies (`--trusted-proxy`). Then it is the rightmost address
+/// in `X-Forwarded-For` that is not a trusted proxy: each proxy appends the address it
+/// got the request from, so that one was written by a proxy we trust, while anything
+/// left of it may have been written by the client itself.
+pub fn client_addr(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |addr: IpAddr| trusted.iter().any(|t| t.to_canonical() == addr);
+    let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    let mut client = peer;
+    if !is_trusted(peer) {
+        return client;
+    }
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
+        for entry in value.rsplit(',') {
+            // What a trusted proxy wrote does not parse: count the last good hop.
+            let Some(addr) = forwarded_addr(entry.trim()) else {
+                return client;
+            };
+            if !is_trusted(addr) {
+                return addr;
+            }
+            client = addr;
+        }
+    }
+    client
+}
+
+/// One entry of `X-Forwarded-For`: an address, with or without a port.
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    let addr = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })?;
+    Some(addr.to_canonical())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted = [proxy, inner];
+        let from = |ip: &str| Some(SocketAddr::new(ip.parse().unwrap(), 40000));
+        let xff = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(
+            client_addr(from("203.0.113.9"), &xff(&["1.1.1.1"]), &trusted),
+            ip("203.0.113.9")
+        );
+        // Without any trusted proxy, as before: the peer.
+        assert_eq!(
+            client_addr(from("10.0.0.1"), &xff(&["1.1.1.1"]), &[]),
+            ip("10.0.0.1")
+        );
+        // Through the proxy: the address it appended, not what the client wrote left
+        // of it.
+        assert_eq!(
+            client_addr(from("10.0.0.1"), &xff(&["6.6.6.6, 198.51.100.7"]), &trusted),
+            ip("198.51.100.7")
+        );
+        // Two trusted hops, over two header lines; ports and IPv6 brackets allowed.
+        assert_eq!(
+            client_addr(
+                from("10.0.0.1"),
+                &xff(&["[2001:db8::1]:5000", "10.0.0.2:81"]),
+                &trusted
+            ),
+            ip("2001:db8::1")
+        );
+        // IPv4 mapped into IPv6 is the same address.
+        assert_eq!(
+            client_addr(from("::ffff:10.0.0.1"), &xff(&["198.51.100.7"]), &trusted),
+            ip("198.51.100.7")
+        );
+        // Nothing, or nothing usable, named: the last trusted hop.
+        assert_eq!(client_addr(from("10.0.0.1"), &xff(&[]), &trusted), proxy);
+        assert_eq!(
+            client_addr(from("10.0.0.1"), &xff(&["junk, 10.0.0.2"]), &trusted),
+            inner
+        );
+        assert_eq!(
+            client_addr(None, &xff(&["1.1.1.1"]), &trusted),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        );
+    }
 
     #[test]
     fn bursts_of_twice_the_rate_then_refused_with_a_wait() {

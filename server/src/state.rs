@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::PublishLimiter;
 use crate::sse::{Admission, BodyParts, Shutdown};
+use crate::store::Store;
 use crate::streams::shared::Hub;
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ pub struct AppState {
     pub body: BodyParts,
     /// The shared counter's history and subscribers.
     pub hub: Arc<Hub>,
+    /// Where the shared counter's changes are made: this process, or Redis.
+    pub store: Store,
     /// The per-address limit on increments of the shared counter.
     pub limiter: PublishLimiter,
 }
@@ -25,11 +28,19 @@ impl AppState {
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let shutdown = Shutdown::new();
+        let hub = Hub::new(config.history, Arc::clone(&metrics));
         Arc::new(AppState {
             admission: Admission::new(config.max_streams, Arc::clone(&metrics)),
             body: BodyParts::new(&config, Arc::clone(&shutdown)),
+            store: Store::new(
+                config.redis_url.as_ref(),
+                Arc::clone(&hub),
+                config.history,
+                Arc::clone(&metrics),
+                Arc::clone(&shutdown),
+            ),
             shutdown,
-            hub: Hub::new(config.history, Arc::clone(&metrics)),
+            hub,
             limiter: PublishLimiter::new(config.publish_rate),
             metrics,
             config,

@@ -423,6 +423,7 @@ async fn bad_certificate_files_stop_the_start_with_exit_2_naming_the_file() {
 async fn the_binary_serves_https_with_a_self_signed_certificate() {
     let bin = launch().arg("--tls-self-signed").start().await;
     assert!(bin.base().starts_with("https://"), "{}", bin.base());
-    assert!(bin.log().contains("SHA-256 fingerprint"), "{}", bin.log());
-    assert!(bin.log().contains("development only"), "{}", bin.log());
+    // stderr is read as it comes: wait for the lines rather than read it at once.
+    bin.wait_for_log("SHA-256 fingerprint").await;
+    bin.wait_for_log("development only").await;
 }

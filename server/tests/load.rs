@@ -276,7 +276,7 @@ async fn churn_leaves_nothing_open_and_memory_where_it_was() {
             "finish": kinds[2],
             "resume_and_finish": kinds[3],
             "active_after": 0,
-            "permits_freed": ended,
+            "permits_freed": ended as u64,
             "rss_start_kib": start,
             "rss_warm_kib": warm,
             "rss_middle_kib": middle,

@@ -96,6 +96,10 @@ async fn healthz_is_ok_json() {
     assert_eq!(json["status"], "ok", "{json}");
     assert_eq!(json["active_streams"], 0, "{json}");
     assert_eq!(json["max_streams"], 7, "{json}");
+    assert_eq!(
+        json["shared"], "ok",
+        "the embedded store is always there: {json}"
+    );
 
     let _open = server
         .sse("/api/counter?count=3&interval_ms=60000", &[])

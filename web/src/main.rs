@@ -152,10 +152,7 @@ fn shared_msg(e: SourceEvent) -> shared_counter::Msg {
         SourceEvent::Event { name, id, data } => match name {
             shared::events::RESET => Msg::Reset { id, data },
             shared::events::HEARTBEAT => Msg::Heartbeat { data },
-            shared::events::END => Msg::End {
-                data,
-                jitter: js_sys::Math::random(),
-            },
+            shared::events::END => Msg::End { data },
             _ => Msg::Value { id, data },
         },
         SourceEvent::Error { closed } => Msg::Error { closed },

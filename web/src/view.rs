@@ -243,7 +243,9 @@ fn shared_detail(s: &SharedCounter) -> String {
         Conn::Connecting => "Opening the shared stream…".into(),
         Conn::Open => "Live: every page that joined sees each +1.".into(),
         Conn::Reconnecting(Retry::Browser) => {
-            "The stream failed; the browser is reconnecting by itself with Last-Event-ID.".into()
+            "The stream ended or failed; the browser reconnects by itself after the server's \
+             retry, with Last-Event-ID."
+                .into()
         }
         Conn::Reconnecting(Retry::Asking) => {
             "The browser gave up on the stream; asking the server why…".into()
@@ -255,9 +257,6 @@ fn shared_detail(s: &SharedCounter) -> String {
                     "The page reconnects{after} in {left} s; the wait doubles while \
                      refusals repeat, up to a minute."
                 ),
-                Cause::Ended => {
-                    format!("The server ended the stream; the page reconnects{after} in {left} s.")
-                }
             }
         }
         Conn::Reconnecting(Retry::Opening) => format!("Reconnecting{after}…"),

@@ -2,6 +2,7 @@
 //! every check CI runs; both install what is missing first.
 
 mod bench;
+mod cluster;
 mod demo;
 mod reliability;
 mod screenshots;
@@ -35,6 +36,10 @@ enum Task {
     /// seed's Express handler, naive warp and the bare-write floor, and write
     /// docs/benchmarks.md (loopback only).
     Bench(bench::Args),
+    /// Install Redis and nginx if missing, then start Redis, N instances sharing the
+    /// counter through it and nginx in front (HTTPS, HTTP/2) on loopback; print the
+    /// URL; stop them all on Ctrl-C.
+    Cluster(cluster::Args),
     /// Install the tools the project needs, and nothing else.
     Setup {
         /// Also install Chromium and ChromeDriver for the browser tests.
@@ -51,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Task::Reliability(args) => reliability::run_reliability(args),
         Task::Screenshots => screenshots::run_screenshots(),
         Task::Bench(args) => bench::run_bench(args),
+        Task::Cluster(args) => cluster::run_cluster(args),
         Task::Setup { browser } => {
             setup::page_tools()?;
             if browser {

@@ -28,6 +28,7 @@ enum Line {
     Stall(Stall),
     Shutdown(Shutdown),
     HostileInput(HostileInput),
+    ReconnectSpread(ReconnectSpread),
 }
 
 /// `churn_leaves_nothing_open_and_memory_where_it_was` in `server/tests/load.rs`.
@@ -87,6 +88,21 @@ struct HostileInput {
     server_errors: u64,
 }
 
+/// `a_restart_brings_clients_back_spread_out_not_in_a_stampede` in
+/// `server/tests/reconnect.rs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct ReconnectSpread {
+    clients: u64,
+    retry_ms: u64,
+    spread_ms: u64,
+    bucket_ms: u64,
+    spread_histogram: Vec<u64>,
+    spread_peak_per_sec: f64,
+    stampede_histogram: Vec<u64>,
+    stampede_peak_per_sec: f64,
+    distinct_retries: u64,
+}
+
 /// Every scenario's figures, one of each.
 #[derive(Debug, Clone, PartialEq)]
 struct Figures {
@@ -95,13 +111,14 @@ struct Figures {
     stall: Stall,
     shutdown: Shutdown,
     hostile_input: HostileInput,
+    reconnect_spread: ReconnectSpread,
 }
 
 impl Figures {
     /// Reads the tests' JSON lines; the last line of a scenario wins.
     fn parse(text: &str) -> anyhow::Result<Figures> {
-        let (mut churn, mut flood, mut stall, mut shutdown, mut hostile) =
-            (None, None, None, None, None);
+        let (mut churn, mut flood, mut stall, mut shutdown, mut hostile, mut reconnect) =
+            (None, None, None, None, None, None);
         for (n, line) in text
             .lines()
             .enumerate()
@@ -115,6 +132,7 @@ impl Figures {
                 Line::Stall(f) => stall = Some(f),
                 Line::Shutdown(f) => shutdown = Some(f),
                 Line::HostileInput(f) => hostile = Some(f),
+                Line::ReconnectSpread(f) => reconnect = Some(f),
             }
         }
         let missing = |name: &str| format!("no figures for {name}: did its test run?");
@@ -124,6 +142,7 @@ impl Figures {
             stall: stall.with_context(|| missing("stall"))?,
             shutdown: shutdown.with_context(|| missing("shutdown"))?,
             hostile_input: hostile.with_context(|| missing("hostile_input"))?,
+            reconnect_spread: reconnect.with_context(|| missing("reconnect_spread"))?,
         })
     }
 }
@@ -144,6 +163,8 @@ pub fn run_reliability(args: Args) -> anyhow::Result<()> {
             "load",
             "--test",
             "hardening",
+            "--test",
+            "reconnect",
             "--",
             "--test-threads=1",
         ])
@@ -170,7 +191,7 @@ fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Resul
     writeln!(
         md,
         "Written by `cargo xtask reliability --scale {scale}` (release build, loopback only, {:.0} s). \
-         Every scenario is a test in `server/tests/load.rs` or `server/tests/hardening.rs`; \
+         Every scenario is a test in `server/tests/load.rs`, `server/tests/hardening.rs` or `server/tests/reconnect.rs`; \
          `cargo xtask test` runs the same tests at scale 1. Nothing may be lost: each row \
          is also an assertion of the test that measured it.\n",
         took.as_secs_f64()
@@ -259,6 +280,45 @@ fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Resul
          `Last-Event-ID` parsers and the event encoder.\n",
         s.answered_as_expected, s.server_errors
     )?;
+    let s = &f.reconnect_spread;
+    writeln!(
+        md,
+        "## A restart: clients come back spread out, not in a stampede\n"
+    )?;
+    writeln!(
+        md,
+        "{} simulated browsers (each keeps the last `retry:` and reconnects that long after \
+         its stream ends, as EventSource does) on `/api/shared`; SIGTERM, then the server is \
+         started again on the same port. `--retry-ms {}`. With `--shutdown-retry-spread-ms {}` \
+         each stream got its own `retry:` before `end` ({} distinct values); with `0`, all got \
+         the same. When they came back, after the signal, in buckets of {} ms:\n",
+        s.clients, s.retry_ms, s.spread_ms, s.distinct_retries, s.bucket_ms
+    )?;
+    writeln!(md, "```text")?;
+    let widest = s
+        .spread_histogram
+        .iter()
+        .chain(&s.stampede_histogram)
+        .max()
+        .copied()
+        .unwrap_or(1)
+        .max(1);
+    for (name, hist) in [
+        (format!("spread {} ms", s.spread_ms), &s.spread_histogram),
+        ("spread 0 (stampede)".to_owned(), &s.stampede_histogram),
+    ] {
+        writeln!(md, "{name}")?;
+        for (i, n) in hist.iter().enumerate() {
+            let bar = "#".repeat((n * 50).div_ceil(widest) as usize);
+            writeln!(md, "{:>6} ms | {bar} {n}", i as u64 * s.bucket_ms)?;
+        }
+    }
+    writeln!(md, "```\n")?;
+    writeln!(
+        md,
+        "Peak reconnects per second: **{:.0}** with the spread, **{:.0}** without it.\n",
+        s.spread_peak_per_sec, s.stampede_peak_per_sec
+    )?;
     Ok(md)
 }
 
@@ -272,6 +332,7 @@ mod tests {
 {"scenario":"flood","figures":{"max_streams":300,"admitted_unbroken":300,"flood_requests":1000,"refused_503":1000,"lost":0,"peak_rss_kib":15000}}
 {"scenario":"stall","figures":{"stalled_clients":1,"closed_as_stalled":1,"stall_timeout_secs":1,"other_client_ticks":1500,"other_client_gaps_or_repeats":0}}
 {"scenario":"hostile_input","figures":{"requests":40,"answered_as_expected":40,"server_errors":0}}
+{"scenario":"reconnect_spread","figures":{"clients":1000,"retry_ms":500,"spread_ms":3000,"bucket_ms":250,"spread_histogram":[0,0,80,90],"spread_peak_per_sec":360.0,"stampede_histogram":[0,0,1000],"stampede_peak_per_sec":4000.0,"distinct_retries":950}}
 "#;
 
     #[test]

@@ -1,8 +1,26 @@
 //! `cargo xtask screenshots`: pictures of the page in each state, taken by the
-//! real-browser tests in headless Chromium and written to `docs/screenshots/`.
+//! real-browser tests in headless Chromium and written to `docs/screenshots/`: the
+//! walkthrough's states of the per-client counter, two tabs on the shared counter, and
+//! ten tabs over HTTP/1.1 and over HTTPS (the README's "Why the 7th tab hangs").
 
 use crate::setup;
 use crate::util::{cargo, project_root, run, step};
+use std::time::SystemTime;
+
+/// Every picture the README shows; each must be written by the run.
+const PICTURES: [&str; 11] = [
+    "idle",
+    "finished",
+    "closed-on-error",
+    "reconnecting",
+    "resumed-finished",
+    "open",
+    "closed-by-user",
+    "shutdown-finished",
+    "shared-two-tabs",
+    "tabs-http1",
+    "tabs-https",
+];
 
 pub fn run_screenshots() -> anyhow::Result<()> {
     setup::page_tools()?;
@@ -10,6 +28,8 @@ pub fn run_screenshots() -> anyhow::Result<()> {
     setup::build_page()?;
     let dir = project_root().join("docs/screenshots");
     step(format!("taking screenshots into {}", dir.display()));
+    let started = SystemTime::now();
+    // One scenario at a time, so that no page is slowed by another while it is taken.
     run(cargo()
         .args([
             "test",
@@ -22,5 +42,19 @@ pub fn run_screenshots() -> anyhow::Result<()> {
         ])
         .env("SSE_COUNTER_DIST", project_root().join("web/dist"))
         .env("SSE_COUNTER_SCREENSHOTS", &dir))?;
+    let stale: Vec<&str> = PICTURES
+        .into_iter()
+        .filter(|name| {
+            let written = std::fs::metadata(dir.join(format!("{name}.png")))
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at >= started);
+            !written
+        })
+        .collect();
+    anyhow::ensure!(
+        stale.is_empty(),
+        "no new screenshot for {stale:?}: a browser test that took it was renamed or stopped \
+         taking it"
+    );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Installs what the project needs and is missing, saying what and why; skips what is
 //! already there, so a second run installs nothing.
 
-use crate::util::{cargo, has, output, project_root, run, step};
+use crate::util::{cargo, find_program, has, output, project_root, run, step};
 use anyhow::{bail, Context as _};
 use std::process::Command;
 
@@ -26,6 +26,19 @@ pub fn browser() -> anyhow::Result<()> {
             ("chromedriver", "chromium-driver"),
         ],
         "the browser tests drive a real headless Chromium",
+    )
+}
+
+/// Redis and nginx, for running several instances (`cargo xtask cluster`) and for the
+/// tests that do; openssl makes the cluster's self-signed certificate.
+pub fn cluster_tools() -> anyhow::Result<()> {
+    apt(
+        &[
+            ("redis-server", "redis-server"),
+            ("nginx", "nginx"),
+            ("openssl", "openssl"),
+        ],
+        "several instances share the counter through Redis, behind nginx",
     )
 }
 
@@ -89,7 +102,7 @@ pub fn locked_version(package: &str) -> anyhow::Result<String> {
 fn apt(programs: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
     let missing: Vec<&str> = programs
         .iter()
-        .filter(|(program, _)| !has(program))
+        .filter(|(program, _)| !has(program) && find_program(program).is_none())
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {

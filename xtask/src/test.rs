@@ -1,6 +1,6 @@
 //! `cargo xtask test`: what CI runs. Installs what is missing, then checks formatting and
 //! lints, builds the page (so a broken wasm build fails), and runs every test, the
-//! real-browser tests included.
+//! real-browser tests and those of several instances behind nginx included.
 
 use crate::setup;
 use crate::util::{cargo, project_root, run, step};
@@ -15,6 +15,8 @@ pub struct Args {
 pub fn run_tests(args: Args) -> anyhow::Result<()> {
     setup::page_tools()?;
     setup::browser()?;
+    // The tests of several instances start a real redis-server and nginx.
+    setup::cluster_tools()?;
     step("checking formatting");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("linting (native and wasm)");

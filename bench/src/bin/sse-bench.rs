@@ -5,7 +5,7 @@ use anyhow::{bail, ensure, Context as _};
 use bench::load::{Load, LoadConfig, Target, Window};
 use bench::procfs::{self, ProcSample};
 use bench::publish::{publish, PublishConfig};
-use bench::report::{PublishFigures, Report, ServerFigures, StreamKind, WorkerResult};
+use bench::report::{PublishFigures, Report, ServerFigures, StreamKind, Transport, WorkerResult};
 use clap::Parser;
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,6 +15,9 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 const MAX_STREAMS: u64 = 50_000;
 /// Longest run allowed.
 const MAX_DURATION_SECS: u64 = 3_600;
+/// HTTP/2 streams per connection when --connections is not given: sse-counter's
+/// default `--h2-max-streams`, and what most servers allow.
+const DEFAULT_STREAMS_PER_H2_CONNECTION: u64 = 100;
 
 /// Load generator for SSE servers on this machine's loopback.
 ///
@@ -24,11 +27,31 @@ const MAX_DURATION_SECS: u64 = 3_600;
 /// data is JSON with `num` (1, 2, ...) and `sent_at_us` (the server's wall clock); on
 /// the shared counter (`--kind shared`) they carry `value` instead, counted from the
 /// first a stream sees, and --publish-rate drives the changes.
+///
+/// An https:// URL is reached over TLS (any certificate is accepted: the target is on
+/// this machine), with HTTP/1.1, one connection per stream; with --http2 the streams
+/// are multiplexed over --connections HTTP/2 connections.
 #[derive(Debug, Parser)]
 #[command(name = "sse-bench", version)]
 struct Cli {
-    /// The stream's URL; only loopback (127.x.y.z, localhost) is accepted.
+    /// The stream's URL, http:// or https://; only loopback (127.x.y.z, localhost) is
+    /// accepted.
     url: String,
+    /// Multiplex the streams over HTTP/2 (ALPN `h2`; needs an https:// URL).
+    #[arg(long)]
+    http2: bool,
+    /// HTTP/2 connections to spread the streams over, stream i on connection
+    /// i % K (default: one per 100 streams, rounded up). Each must be allowed that
+    /// many streams at once: the server's SETTINGS_MAX_CONCURRENT_STREAMS
+    /// (sse-counter's --h2-max-streams).
+    #[arg(long, requires = "http2", value_parser = clap::value_parser!(u64).range(1..))]
+    connections: Option<u64>,
+    /// Each HTTP/2 stream's receive window, in bytes: what the server may send on it
+    /// before the client has read it (HTTP/2's default; a small one shows whether the
+    /// reads give it back).
+    #[arg(long, requires = "http2", default_value_t = 65_535,
+          value_parser = clap::value_parser!(u32).range(1..=2_147_483_647))]
+    h2_stream_window: u32,
     /// Streams to open.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=MAX_STREAMS))]
     streams: u64,
@@ -86,9 +109,19 @@ struct Cli {
 }
 
 impl Cli {
-    fn load_config(&self, target: Target, streams: u64, first_index: u64) -> LoadConfig {
-        LoadConfig {
+    /// `connections` is this process's share of the HTTP/2 connections.
+    fn load_config(
+        &self,
+        target: Target,
+        streams: u64,
+        connections: u64,
+        first_index: u64,
+    ) -> anyhow::Result<LoadConfig> {
+        Ok(LoadConfig {
             kind: self.stream_kind(&target),
+            transport: LoadConfig::transport_for(&target, self.http2)?,
+            connections,
+            h2_stream_window: self.h2_stream_window,
             target,
             streams,
             ramp_per_sec: self.ramp / f64::from(self.procs),
@@ -96,7 +129,16 @@ impl Cli {
             index_step: u64::from(self.procs),
             source_ips: self.source_ips,
             connect_timeout: Duration::from_secs_f64(self.connect_timeout),
+        })
+    }
+
+    /// HTTP/2 connections of the whole run (none over HTTP/1.1).
+    fn connections(&self) -> u64 {
+        if !self.http2 {
+            return 0;
         }
+        self.connections
+            .unwrap_or_else(|| self.streams.div_ceil(DEFAULT_STREAMS_PER_H2_CONNECTION))
     }
 
     /// How long the opening may take before the run goes on without the stragglers.
@@ -163,6 +205,18 @@ fn main() -> anyhow::Result<()> {
         u64::from(cli.procs) <= cli.streams,
         "--procs may not exceed --streams"
     );
+    let transport = LoadConfig::transport_for(&target, cli.http2)?;
+    // A worker is given its share of the connections, which may be below --procs.
+    if transport == Transport::Http2 && !cli.worker {
+        ensure!(
+            cli.connections() <= cli.streams,
+            "--connections may not exceed --streams"
+        );
+        ensure!(
+            cli.connections() >= u64::from(cli.procs),
+            "each process needs a connection of its own: --connections may not be below --procs"
+        );
+    }
     ensure!(
         cli.publish_rate >= 0.0 && cli.publish_rate <= 10_000.0,
         "--publish-rate must be from 0 to 10000"
@@ -207,10 +261,10 @@ fn main() -> anyhow::Result<()> {
 /// figures as one JSON line.
 async fn worker(cli: &Cli, target: Target) -> anyhow::Result<()> {
     let load = Load::open(
-        cli.load_config(target, cli.streams, cli.first_index),
+        cli.load_config(target, cli.streams, cli.connections(), cli.first_index)?,
         cli.settle_limit(),
     )
-    .await;
+    .await?;
     let mut stdout = tokio::io::stdout();
     stdout.write_all(b"ready\n").await?;
     stdout.flush().await?;
@@ -237,8 +291,13 @@ fn parse_window_line(line: &str) -> Option<Window> {
 
 async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
     let before = cli.server_pid.map(procfs::sample).transpose()?;
+    let transport = LoadConfig::transport_for(&target, cli.http2)?;
+    let over = match transport {
+        Transport::Http2 => format!("over {} HTTP/2 connections", cli.connections()),
+        other => format!("over {}", other.label()),
+    };
     eprintln!(
-        "sse-bench: opening {} streams to {} at {} ({} process{})",
+        "sse-bench: opening {} streams to {} {over} at {} ({} process{})",
         cli.streams,
         target.url,
         if cli.ramp > 0.0 {
@@ -256,10 +315,10 @@ async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
     });
     let (result, window, samples, published) = if cli.procs == 1 {
         let load = Load::open(
-            cli.load_config(target.clone(), cli.streams, 0),
+            cli.load_config(target.clone(), cli.streams, cli.connections(), 0)?,
             cli.settle_limit(),
         )
-        .await;
+        .await?;
         eprintln!("sse-bench: {} established", load.established());
         let window = cli.window();
         let (result, samples, published) = tokio::join!(
@@ -298,6 +357,7 @@ async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
         cli.tick_rate(&target),
         server,
     );
+    report.transport = transport;
     report.publish = published;
     Ok(report)
 }
@@ -340,6 +400,14 @@ async fn with_workers(
         // Worker i opens streams i, i + procs, ...: its share, rounded as that falls.
         let share = cli.streams / procs + u64::from(i < cli.streams % procs);
         let mut cmd = tokio::process::Command::new(&exe);
+        if cli.http2 {
+            // Its connections, numbered i, i + procs, ... as its streams are.
+            let connections = cli.connections();
+            let conn_share = connections / procs + u64::from(i < connections % procs);
+            cmd.arg("--http2")
+                .args(["--connections", &conn_share.to_string()])
+                .args(["--h2-stream-window", &cli.h2_stream_window.to_string()]);
+        }
         cmd.arg(&cli.url)
             .args(["--streams", &share.to_string()])
             .args(["--ramp", &cli.ramp.to_string()])
@@ -428,6 +496,18 @@ mod tests {
         );
         assert_eq!(parse_window_line("ready\n"), None);
         assert_eq!(parse_window_line("window 10"), None);
+    }
+
+    #[test]
+    fn http2_spreads_the_streams_over_one_connection_per_hundred_unless_told() {
+        let url = "https://127.0.0.1:1/api/counter";
+        let cli = Cli::parse_from(["sse-bench", url, "--streams", "1001", "--http2"]);
+        assert_eq!(cli.connections(), 11);
+        let cli = Cli::parse_from(["sse-bench", url, "--http2", "--connections", "4"]);
+        assert_eq!(cli.connections(), 4);
+        let cli = Cli::parse_from(["sse-bench", url, "--streams", "1001"]);
+        assert_eq!(cli.connections(), 0);
+        assert!(Cli::try_parse_from(["sse-bench", url, "--connections", "4"]).is_err());
     }
 
     #[test]

@@ -63,8 +63,9 @@ fn cache_control(path: &Path) -> &'static str {
 }
 
 /// True for trunk's content-hashed names: a `-` then the hash's hex digits before the
-/// suffix. The hash is a u64 written without leading zeros, so usually 16 digits and
-/// now and then fewer (15 was seen); 10 or more keeps short words out.
+/// suffix. The hash is a u64 written without leading zeros, so 16 digits or, when it
+/// starts with zeros, fewer (the unit test below has a 15-digit one); 10 or more keeps
+/// short words out.
 fn is_hashed(name: &str) -> bool {
     let stem = name.split('.').next().unwrap_or("");
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);

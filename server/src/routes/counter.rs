@@ -1,13 +1,12 @@
 //! The per-client counter route: checks the request, then hands a
 //! [`crate::streams::counter::Counter`] to the SSE core.
 
-use super::{at, with_state};
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
-use crate::serve::ConnInfo;
 use crate::sse::SseBody;
 use crate::state::AppState;
 use crate::streams::counter::{Counter, CounterPlan};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use shared::{events, parse_last_event_id, CounterParams, ParamError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,25 +17,7 @@ use warp::{Filter, Reply};
 pub fn route(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    at(shared::paths::COUNTER)
-        .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .and(warp::query::<Vec<(String, String)>>())
-        .and(warp::ext::optional::<Arc<ConnInfo>>())
-        .and(with_state(state))
-        .map(
-            |method: Method,
-             headers: HeaderMap,
-             query: Vec<(String, String)>,
-             conn: Option<Arc<ConnInfo>>,
-             state: Arc<AppState>| {
-                // Once the path matched, every answer comes from here: a rejection would
-                // fall through to the `/api/` 404.
-                super::stream_route(method, &headers, &state, |state| {
-                    open(&headers, &query, conn, state)
-                })
-            },
-        )
+    super::stream_filter(shared::paths::COUNTER, state, open)
 }
 
 fn open(

@@ -6,6 +6,7 @@ pub mod counter;
 pub mod ops;
 pub mod shared;
 
+use crate::conn::ConnInfo;
 use crate::error::{self, ApiError};
 use crate::state::AppState;
 use std::convert::Infallible;
@@ -32,6 +33,44 @@ pub fn routes(
         .unify()
         .recover(error::recover)
         .unify()
+}
+
+/// `GET path` of a stream: its request parts in, its answer out. Once the path matched,
+/// every answer comes from here (a rejection would fall through to the `/api/` 404).
+fn stream_filter<F>(
+    path: &'static str,
+    state: Arc<AppState>,
+    open: F,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone
+where
+    F: Fn(
+            &http::HeaderMap,
+            &[(String, String)],
+            Option<Arc<ConnInfo>>,
+            &AppState,
+        ) -> Result<Response, ApiError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    at(path)
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(warp::ext::optional::<Arc<ConnInfo>>())
+        .and(with_state(state))
+        .map(
+            move |method: http::Method,
+                  headers: http::HeaderMap,
+                  query: Vec<(String, String)>,
+                  conn: Option<Arc<ConnInfo>>,
+                  state: Arc<AppState>| {
+                stream_route(method, &headers, &state, |state| {
+                    open(&headers, &query, conn, state)
+                })
+            },
+        )
 }
 
 /// What every stream route does around opening its stream: CORS (checked first, and
@@ -128,4 +167,36 @@ fn only(
             }
         })
         .untuple_one()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn every_stream_route_answers_503_shutting_down_once_shutdown_began() {
+        let state = AppState::new(Config::default());
+        state.shutdown.begin();
+        let filter = routes(Arc::clone(&state));
+        for (method, path) in [
+            ("GET", ::shared::paths::COUNTER),
+            ("GET", ::shared::paths::SHARED),
+            ("POST", ::shared::paths::SHARED_INCREMENT),
+        ] {
+            let res = warp::test::request()
+                .method(method)
+                .path(path)
+                .reply(&filter)
+                .await;
+            assert_eq!(res.status(), 503, "{path}");
+            assert!(res.headers().contains_key("retry-after"), "{path}");
+            let body: ::shared::ErrorBody = serde_json::from_slice(res.body()).unwrap();
+            assert_eq!(
+                body.reason,
+                Some(::shared::UnavailableReason::ShuttingDown),
+                "{path}"
+            );
+        }
+    }
 }

@@ -44,6 +44,8 @@ pub fn metrics_if_on_main(
 }
 
 /// GET /healthz: 200 `{"status":"ok",...}` while serving, 503 once shutdown began.
+/// `shared` says whether the shared counter's store answers (`ok`, `unavailable`): an
+/// instance without Redis still serves everything else, so it stays 200.
 pub fn healthz(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -60,6 +62,7 @@ pub fn healthz(
                 "status": word,
                 "active_streams": state.admission.active(),
                 "max_streams": state.admission.max(),
+                "shared": state.store.health().as_str(),
             });
             let mut res =
                 warp::reply::with_status(warp::reply::json(&body), status).into_response();

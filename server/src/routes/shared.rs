@@ -2,9 +2,10 @@
 
 use super::counter::last_event_id_header;
 use super::{at, cors, with_state};
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::metrics::PublishRejection;
-use crate::serve::ConnInfo;
+use crate::ratelimit::client_addr;
 use crate::sse::SseBody;
 use crate::state::AppState;
 use crate::streams::shared::Subscriber;
@@ -12,7 +13,6 @@ use bytes::Buf;
 use futures_util::{Stream, StreamExt as _};
 use http::{header, HeaderMap, HeaderValue, Method};
 use shared::{Incremented, SharedParams};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use warp::reply::Response;
 use warp::{Filter, Reply};
@@ -28,17 +28,38 @@ pub fn stream(
         .and(warp::query::<Vec<(String, String)>>())
         .and(warp::ext::optional::<Arc<ConnInfo>>())
         .and(with_state(state))
-        .map(
+        .then(
             |method: Method,
              headers: HeaderMap,
              query: Vec<(String, String)>,
              conn: Option<Arc<ConnInfo>>,
-             state: Arc<AppState>| {
+             state: Arc<AppState>| async move {
+                let reached = store_reached(&method, &headers, &query, &state).await;
                 super::stream_route(method, &headers, &state, |state| {
-                    subscribe(&headers, &query, conn, state)
+                    subscribe(&headers, &query, conn, state, reached)
                 })
             },
         )
+}
+
+/// For a client whose last id is ahead of this instance's copy of the counter: whether
+/// the store has reached it (see [`crate::store::Store::has_reached`]). `None` for every
+/// other request, which [`subscribe`] answers alone (a bad id included).
+async fn store_reached(
+    method: &Method,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    state: &AppState,
+) -> Option<u64> {
+    if method != Method::GET || !state.store.ready() {
+        return None;
+    }
+    let params =
+        SharedParams::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok()?;
+    let k = last_event_id_header(headers)
+        .ok()?
+        .or(params.last_event_id)?;
+    (k > state.hub.current() && state.store.has_reached(k).await).then_some(k)
 }
 
 fn subscribe(
@@ -46,6 +67,7 @@ fn subscribe(
     query: &[(String, String)],
     conn: Option<Arc<ConnInfo>>,
     state: &AppState,
+    reached: Option<u64>,
 ) -> Result<Response, ApiError> {
     if state.shutdown.is_set() {
         return Err(ApiError::ShuttingDown {
@@ -55,13 +77,22 @@ fn subscribe(
     let params = SharedParams::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     // The header is what a browser sends on reconnect; it wins over the query.
     let last_event_id = last_event_id_header(headers)?.or(params.last_event_id);
+    // Until the store has been read once, this instance does not know the value.
+    if !state.store.ready() {
+        return Err(ApiError::StoreUnavailable {
+            retry_after_secs: state.retry_after_secs(),
+        });
+    }
     let permit = state
         .admission
         .try_open("shared", conn)
         .ok_or(ApiError::TooManyStreams {
             retry_after_secs: state.retry_after_secs(),
         })?;
-    let start = state.hub.start(last_event_id);
+    let start = match reached {
+        Some(k) if last_event_id == Some(k) => state.hub.start_after(k),
+        _ => state.hub.start(last_event_id),
+    };
     tracing::info!(
         stream = permit.id,
         last_event_id,
@@ -130,9 +161,8 @@ where
                 retry_after_secs: state.retry_after_secs(),
             });
         }
-        let addr = conn
-            .and_then(|c| c.peer)
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        let peer = conn.and_then(|c| c.peer);
+        let addr = client_addr(peer, &headers, &state.config.trusted_proxies);
         if let Err(wait) = state.limiter.check(addr) {
             metrics
                 .publish_rejected(PublishRejection::Rate)
@@ -141,7 +171,14 @@ where
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
             });
         }
-        let value = state.hub.increment();
+        let value = state.store.increment().await.map_err(|_| {
+            metrics
+                .publish_rejected(PublishRejection::Store)
+                .increment(1);
+            ApiError::StoreUnavailable {
+                retry_after_secs: state.retry_after_secs(),
+            }
+        })?;
         let mut res = warp::reply::json(&Incremented { value }).into_response();
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -11,7 +11,7 @@
 //! sends it, so h2 never buffers more than the client allowed, and the body makes the
 //! next frame only after that.
 
-use super::stall::ConnInfo;
+use crate::conn::ConnInfo;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};

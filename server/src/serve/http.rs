@@ -4,7 +4,8 @@
 
 use super::accept::{Handshake, Protocol};
 use super::h2::{H2Limits, RequestBody};
-use super::stall::{ConnInfo, StallGuard};
+use super::stall::StallGuard;
+use crate::conn::ConnInfo;
 use crate::routes;
 use crate::sse::Shutdown;
 use hyper::body::Incoming;

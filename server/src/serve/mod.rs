@@ -10,10 +10,12 @@ pub mod http;
 pub mod stall;
 pub mod tls;
 
+pub use crate::config::TlsSource;
+pub use crate::conn::ConnInfo;
 pub use accept::{Handshake, Plain, Protocol, SocketOptions};
 pub use http::{HttpOptions, HttpServer, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
-pub use stall::{ConnInfo, StallGuard};
-pub use tls::{Tls, TlsError, TlsSource};
+pub use stall::StallGuard;
+pub use tls::{Tls, TlsError};
 
 use crate::config::Config;
 use crate::state::AppState;

@@ -1,54 +1,14 @@
-//! The IO wrapper that notices a client which accepts no bytes (a stalled stream), and
-//! what a connection tells the routes about itself.
+//! The IO wrapper that notices a client which accepts no bytes (a stalled stream).
 
+use crate::conn::ConnInfo;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
-
-/// Shared between a connection's IO and the streams it carries (through the request's
-/// extensions), so a stream closed for stalling is counted as such.
-#[derive(Debug, Default)]
-pub struct ConnInfo {
-    stalled: AtomicBool,
-    /// The client's address as the socket sees it.
-    pub peer: Option<std::net::SocketAddr>,
-    /// For one HTTP/2 stream: its connection, which stalls as a whole too.
-    parent: Option<Arc<ConnInfo>>,
-}
-
-impl ConnInfo {
-    pub fn new(peer: std::net::SocketAddr) -> Self {
-        ConnInfo {
-            stalled: AtomicBool::new(false),
-            peer: Some(peer),
-            parent: None,
-        }
-    }
-
-    /// The info of one HTTP/2 stream of the connection `parent`: it stalls alone (its
-    /// window stayed shut) or with its connection.
-    pub fn for_stream(parent: &Arc<ConnInfo>) -> Self {
-        ConnInfo {
-            stalled: AtomicBool::new(false),
-            peer: parent.peer,
-            parent: Some(Arc::clone(parent)),
-        }
-    }
-
-    pub fn mark_stalled(&self) {
-        self.stalled.store(true, Ordering::Release);
-    }
-
-    pub fn stalled(&self) -> bool {
-        self.stalled.load(Ordering::Acquire) || self.parent.as_ref().is_some_and(|p| p.stalled())
-    }
-}
 
 /// Fails writes once the peer has accepted no byte for `timeout`.
 ///
@@ -84,7 +44,7 @@ impl<T> StallGuard<T> {
             .blocked_since
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if timer.as_mut().poll(cx).is_ready() {
-            self.info.stalled.store(true, Ordering::Release);
+            self.info.mark_stalled();
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "client accepted no bytes within the stall timeout",

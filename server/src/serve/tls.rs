@@ -3,6 +3,7 @@
 //! tells which HTTP the client chose.
 
 use super::accept::{Handshake, Protocol};
+use crate::config::TlsSource;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
@@ -11,29 +12,6 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-
-/// Where the certificate and key come from.
-#[derive(Clone)]
-pub enum TlsSource {
-    /// PEM files: a certificate chain and its private key.
-    Files { cert: PathBuf, key: PathBuf },
-    /// PEM text already in memory (a certificate made by [`self_signed`]).
-    Pem { cert: String, key: String },
-}
-
-impl std::fmt::Debug for TlsSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TlsSource::Files { cert, key } => f
-                .debug_struct("Files")
-                .field("cert", cert)
-                .field("key", key)
-                .finish(),
-            // Never print a private key.
-            TlsSource::Pem { .. } => f.write_str("Pem { .. }"),
-        }
-    }
-}
 
 /// Why TLS cannot be set up; each names the file at fault.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,8 @@
 //! line. `finish` runs exactly once, whichever comes first: the body's own end or the
 //! permit being dropped (a response that was never sent).
 
+use crate::conn::ConnInfo;
 use crate::metrics::{DisconnectReason, Metrics};
-use crate::serve::ConnInfo;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 

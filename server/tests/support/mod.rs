@@ -7,8 +7,11 @@
 //! - [`sse`]: an SSE client (reqwest + eventsource-stream) with typed readers;
 //! - [`raw`]: a raw HTTP/1.1 client over TCP, for exact bytes and misbehaving clients;
 //! - [`prom`]: reading and awaiting values of the Prometheus exposition;
+//! - [`proxy`]: a TCP proxy that a test can cut, make refuse, or silence;
 //! - [`report`]: figures recorded for `cargo xtask reliability`;
-//! - [`tls`]: the server over TLS, and TLS and HTTP/2 clients that trust it.
+//! - [`tls`]: the server over TLS, and TLS and HTTP/2 clients that trust it;
+//! - [`cluster`]: instances sharing the counter through a real Redis, behind a real
+//!   nginx.
 //!
 //! One timeout convention holds throughout: every network await sits inside [`within`]
 //! or [`within_for`], and a condition the server reaches on its own is polled with
@@ -19,9 +22,11 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod cluster;
 pub mod http;
 pub mod inproc;
 pub mod prom;
+pub mod proxy;
 pub mod raw;
 pub mod report;
 pub mod sse;

@@ -24,14 +24,10 @@ pub struct Config {
     /// before the first heartbeat, and needs it to notice that none came, so it is
     /// configured: the server's default keep-alive period, or `?heartbeat_ms=`.
     pub heartbeat_ms: u64,
-    /// The server's `retry` delay, to wait after `end` (shutdown). An EventSource does not
-    /// show `retry` to scripts, so it is configured too: the server's default, or
-    /// `?retry_ms=`.
+    /// The server's `retry` delay, the wait after a refusal that named none. An
+    /// EventSource does not show `retry` to scripts, so it is configured: the server's
+    /// default, or `?retry_ms=`.
     pub retry_ms: u64,
-    /// After `end`, the wait is drawn from `retry_ms ..= retry_ms + retry_spread_ms`, as
-    /// the server draws the `retry` it sends before `end`, so that every page of a
-    /// server that restarts does not come back at once.
-    pub retry_spread_ms: u64,
 }
 
 impl Default for Config {
@@ -39,7 +35,6 @@ impl Default for Config {
         Config {
             heartbeat_ms: 15_000,
             retry_ms: 3_000,
-            retry_spread_ms: 3_000,
         }
     }
 }
@@ -49,8 +44,7 @@ const PERIOD_MS: RangeInclusive<u64> = 1..=3_600_000;
 
 impl Config {
     /// The defaults, with `heartbeat_ms` and `retry_ms` from the page's query where they
-    /// are whole numbers of milliseconds in range; anything else keeps its default. The
-    /// spread follows `retry_ms`.
+    /// are whole numbers of milliseconds in range; anything else keeps its default.
     pub fn from_query(query: &str) -> Config {
         let mut config = Config::default();
         for (k, v) in query_pairs(query) {
@@ -59,10 +53,7 @@ impl Config {
             };
             match k {
                 "heartbeat_ms" => config.heartbeat_ms = ms,
-                "retry_ms" => {
-                    config.retry_ms = ms;
-                    config.retry_spread_ms = ms;
-                }
+                "retry_ms" => config.retry_ms = ms,
                 _ => {}
             }
         }
@@ -89,11 +80,6 @@ pub fn after_refusal(
     let doubled = asked.saturating_mul(1u64 << repeats.min(32));
     let base = doubled.min(MAX_BACKOFF_MS).max(asked);
     base + (base as f64 * JITTER_SHARE * unit(jitter)) as u64
-}
-
-/// The wait after `end`: the server's `retry` plus up to `spread_ms`.
-pub fn after_end(retry_ms: u64, spread_ms: u64, jitter: f64) -> u64 {
-    retry_ms + (spread_ms as f64 * unit(jitter)) as u64
 }
 
 /// A random number as `0..1`, whatever came in.
@@ -146,14 +132,6 @@ mod tests {
     }
 
     #[test]
-    fn after_end_the_wait_is_drawn_from_the_spread() {
-        assert_eq!(after_end(3_000, 3_000, 0.0), 3_000);
-        assert_eq!(after_end(3_000, 3_000, 1.0), 6_000);
-        assert_eq!(after_end(3_000, 3_000, f64::NAN), 3_000);
-        assert_eq!(after_end(500, 0, 0.7), 500);
-    }
-
-    #[test]
     fn the_query_can_set_the_heartbeat_and_retry() {
         assert_eq!(Config::from_query(""), Config::default());
         let c = Config::from_query("?shared=1&heartbeat_ms=200&retry_ms=100");
@@ -162,7 +140,6 @@ mod tests {
             Config {
                 heartbeat_ms: 200,
                 retry_ms: 100,
-                retry_spread_ms: 100
             }
         );
         assert_eq!(c.silence_limit_ms(), 400);

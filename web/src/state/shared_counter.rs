@@ -48,8 +48,6 @@ pub enum Cause {
     /// The server refused the stream and said it might not later (`429`, `5xx`), or
     /// could not be reached.
     Refused,
-    /// The server ended the stream with `end` (it is shutting down).
-    Ended,
 }
 
 impl Conn {
@@ -107,9 +105,8 @@ pub enum Msg {
     Reset { id: String, data: String },
     /// A `heartbeat` event's data.
     Heartbeat { data: String },
-    /// An `end` event's data, and a random number in `0..1` that places the page's
-    /// reconnection in the spread.
-    End { data: String, jitter: f64 },
+    /// An `end` event's data.
+    End { data: String },
     /// The EventSource's `error` event; `closed` is whether its readyState is CLOSED,
     /// meaning the browser itself will not reconnect.
     Error { closed: bool },
@@ -361,7 +358,7 @@ impl SharedCounter {
                 self.heartbeats += 1;
                 Vec::new()
             }
-            Msg::End { data, jitter } => {
+            Msg::End { data } => {
                 if !self.conn.has_source() {
                     return Vec::new();
                 }
@@ -369,15 +366,19 @@ impl SharedCounter {
                     Ok(_) => log(LogKind::End, "", &data),
                     Err(e) => log(LogKind::Malformed, "", &format!("end: {data} ({e})")),
                 }
-                // Left to itself the browser would reconnect after `retry`, and give up for
-                // good if the server, still shutting down, answered 503. The page closes
-                // the stream and comes back itself, at a time drawn from the spread.
-                let wait =
-                    reconnect::after_end(self.config.retry_ms, self.config.retry_spread_ms, jitter);
-                let mut effects = vec![Effect::CloseSource];
-                effects.extend(self.wait(wait, Cause::Ended, now_ms));
-                log(LogKind::Retry, "", &self.retry_line(wait));
-                effects
+                // Just before `end` the server sent a `retry:` drawn from its spread, so
+                // that a restart does not bring every client back at once. The page
+                // cannot read that field, but the browser honours it and resumes with
+                // Last-Event-ID by itself: the page leaves this reconnect to it. Should
+                // the server refuse it (still shutting down, or full), the browser gives
+                // up and the refusal policy takes over.
+                self.conn = Conn::Reconnecting(Retry::Browser);
+                log(
+                    LogKind::Retry,
+                    "",
+                    "the browser reconnects after the server's retry, with Last-Event-ID",
+                );
+                vec![self.clear_timer()]
             }
             Msg::Error { closed } => {
                 if !self.conn.has_source() {
@@ -933,32 +934,26 @@ mod tests {
     }
 
     #[test]
-    fn end_reconnects_after_the_retry_drawn_from_the_spread() {
-        let config = Config {
-            heartbeat_ms: 15_000,
-            retry_ms: 1_000,
-            retry_spread_ms: 2_000,
-        };
-        for (jitter, wait) in [(0.0, 1_000), (0.25, 1_500), (1.0, 3_000)] {
-            let mut p = Panel::with(config);
-            p.send(Msg::Join);
-            p.send(Msg::Opened);
-            p.send(value(9));
-            let fx = p.send(Msg::End {
-                data: r#"{"reason":"shutdown","last":9}"#.into(),
-                jitter,
-            });
-            assert_eq!(fx[0], Effect::CloseSource);
-            assert_eq!(p.s.conn.as_str(), "reconnecting");
-            assert_eq!(p.waiting_for(), Some(Cause::Ended));
-            assert_eq!(p.wait_ms(), wait);
-            assert!(p.log.iter().any(|e| e.kind == LogKind::End));
-            let mut fx = p.fire();
-            while opens(&fx).is_empty() {
-                fx = p.fire();
-            }
-            assert_eq!(opens(&fx), ["/api/shared?last_event_id=9"]);
-        }
+    fn after_end_the_browser_reconnects_on_the_servers_retry() {
+        let mut p = Panel::with(Config::from_query("heartbeat_ms=1000"));
+        p.send(Msg::Join);
+        p.send(Msg::Opened);
+        p.send(value(9));
+        let fx = p.send(Msg::End {
+            data: r#"{"reason":"shutdown","last":9}"#.into(),
+        });
+        // No close: the stream stays the browser's to resume, and no silence watch.
+        assert_eq!(fx, vec![Effect::ClearTimer]);
+        assert_eq!(p.s.conn, Conn::Reconnecting(Retry::Browser));
+        assert!(p.log.iter().any(|e| e.kind == LogKind::End));
+        assert!(p.timer.is_none(), "nothing scheduled by the page");
+        // The response ends: the browser says it reconnects, then it is back.
+        let fx = p.send(Msg::Error { closed: false });
+        assert!(!fx.contains(&Effect::CloseSource), "{fx:?}");
+        assert_eq!(p.s.conn.as_str(), "reconnecting");
+        p.send(Msg::Opened);
+        assert_eq!((p.s.conn, p.s.reconnects), (Conn::Open, 1));
+        assert!(p.last_log().1.contains("Last-Event-ID 9"));
     }
 
     #[test]
@@ -1017,8 +1012,10 @@ mod tests {
         p.send(Msg::Join);
         p.send(Msg::Opened);
         let (watch, watch_at) = p.timer.expect("watched while open");
-        p.send(Msg::End {
-            data: r#"{"reason":"shutdown","last":0}"#.into(),
+        p.send(Msg::Error { closed: true });
+        p.send(Msg::Why {
+            serial: 1,
+            answer: capacity("5"),
             jitter: 0.0,
         });
         // The silence watch of the ended stream fires during the wait: ignored.

@@ -5,9 +5,14 @@
 //!
 //! `scenarios` holds the load shapes, `peers` the servers and how each starts,
 //! `targets` what sse-counter is held to, `report` the page made from the typed
-//! reports that sse-bench and the floor print, `chart` the picture.
+//! reports that sse-bench and the floor print, `chart` the picture; `http2` is the
+//! scenario of sse-counter alone over HTTP/1.1, HTTPS and HTTP/2, with its targets.
+//!
+//! `--only NAME` runs some of the scenarios and writes its page to `target/bench/`,
+//! leaving `docs/benchmarks.md` to full runs.
 
 mod chart;
+mod http2;
 mod peers;
 mod report;
 mod scenarios;
@@ -33,6 +38,11 @@ pub struct Args {
     /// --quick).
     #[arg(long)]
     repeats: Option<usize>,
+    /// Run only these scenarios (repeat the flag or separate with commas: `10 Hz`,
+    /// `1 Hz`, `most held`, `burst`, `fan-out`, `http2`), and write the page to
+    /// target/bench/benchmarks.md instead of docs/, which only a full run writes.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// Everything measured.
@@ -45,6 +55,8 @@ pub struct Results {
     pub failures: Vec<String>,
     /// Peers a scenario did not run against, and why: `(scenario, peer, why)`.
     not_run: Vec<(usize, PeerId, String)>,
+    /// The `http2` scenario, when it ran.
+    pub http2: Option<http2::Outcome>,
 }
 
 impl Results {
@@ -56,6 +68,7 @@ impl Results {
             floors: Vec::new(),
             failures: Vec::new(),
             not_run: Vec::new(),
+            http2: None,
         }
     }
 
@@ -117,19 +130,27 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         .unwrap_or(if args.quick { 1 } else { 3 })
         .max(1);
     let command = format!(
-        "cargo xtask bench{}{}",
+        "cargo xtask bench{}{}{}",
         if args.quick { " --quick" } else { "" },
         args.repeats
             .map(|r| format!(" --repeats {r}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if args.only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only '{}'", args.only.join(","))
+        }
     );
-    peers::express_installed()?;
+    let (plan, http2_plan) = select(args.quick, &args.only)?;
+    // Express runs in every scenario but `http2`.
+    if !plan.is_empty() {
+        peers::express_installed()?;
+    }
     step("building the servers and the load generator (release)");
     run(cargo().args(["build", "--release", "-p", "server", "-p", "bench"]))?;
     let nofile = raise_nofile_limit()?;
     let logs = root.join("target/bench");
     std::fs::create_dir_all(&logs)?;
-    let plan = scenarios::scenarios(args.quick);
     let load_before = loadavg();
     let started = Instant::now();
     let mut results = Results::new(plan.len());
@@ -167,6 +188,17 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(h2) = http2_plan {
+        step(h2.title());
+        results.http2 = Some(http2::run(
+            &root,
+            h2,
+            repeats,
+            &logs,
+            nofile,
+            &mut results.failures,
+        ));
+    }
     let took = started.elapsed();
     let meta = Meta {
         command,
@@ -184,21 +216,62 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         "not_run": results.not_run.iter().map(|(si, id, why)| {
             serde_json::json!({"scenario": si, "peer": format!("{id:?}"), "why": why})
         }).collect::<Vec<_>>(),
+        "http2": results.http2.as_ref().map(|o| serde_json::json!({
+            "scenario": o.plan.title(),
+            "transports": http2::TRANSPORTS,
+            "runs": o.runs,
+        })),
     });
     std::fs::write(
         logs.join("results.json"),
         serde_json::to_string_pretty(&raw)?,
     )?;
-    let docs = root.join("docs");
-    std::fs::create_dir_all(&docs)?;
-    chart::chart(&plan, &results, &docs.join("benchmarks.svg"))?;
+    // A partial run's page would replace the full one with less: it goes next to
+    // the logs.
+    let (out, out_name) = if args.only.is_empty() {
+        (root.join("docs"), "docs")
+    } else {
+        (logs.clone(), "target/bench")
+    };
+    std::fs::create_dir_all(&out)?;
+    // The chart is of the steady scenarios against every peer (`http2` has its table).
+    let chart = plan.iter().any(Scenario::steady);
+    if chart {
+        chart::chart(&plan, &results, &out.join("benchmarks.svg"))?;
+    }
     let md = report::render(&plan, &results, &meta)?;
-    std::fs::write(docs.join("benchmarks.md"), md)?;
+    std::fs::write(out.join("benchmarks.md"), md)?;
     step(format!(
-        "wrote docs/benchmarks.md and docs/benchmarks.svg in {:.0} s (raw figures and server logs in target/bench/)",
+        "wrote {out_name}/benchmarks.md{} in {:.0} s (raw figures and server logs in target/bench/)",
+        if chart {
+            format!(" and {out_name}/benchmarks.svg")
+        } else {
+            String::new()
+        },
         took.as_secs_f64()
     ));
     Ok(())
+}
+
+/// The scenarios to run: every one, or those `--only` names.
+fn select(quick: bool, only: &[String]) -> anyhow::Result<(Vec<Scenario>, Option<http2::Plan>)> {
+    let all = scenarios::scenarios(quick);
+    if only.is_empty() {
+        return Ok((all, Some(http2::plan(quick))));
+    }
+    let known: Vec<&str> = all.iter().map(|s| s.name).chain([http2::NAME]).collect();
+    for name in only {
+        anyhow::ensure!(
+            known.contains(&name.as_str()),
+            "--only {name:?}: no such scenario (there are: {})",
+            known.join(", ")
+        );
+    }
+    let wanted = |name: &str| only.iter().any(|o| o == name);
+    Ok((
+        all.into_iter().filter(|s| wanted(s.name)).collect(),
+        wanted(http2::NAME).then(|| http2::plan(quick)),
+    ))
 }
 
 /// Raises this process's open-files soft limit to the hard limit, which the servers and
@@ -375,6 +448,25 @@ pub(crate) mod tests {
         );
         edit(&mut r);
         r
+    }
+
+    #[test]
+    fn only_selects_scenarios_by_name_and_refuses_unknown_ones() {
+        let (plan, h2) = select(true, &[]).unwrap();
+        assert_eq!(plan, scenarios::scenarios(true));
+        assert_eq!(h2, Some(http2::plan(true)));
+        let (plan, h2) = select(true, &["http2".into()]).unwrap();
+        assert!(plan.is_empty());
+        assert_eq!(h2.map(|p| p.connections), Some(4));
+        let (plan, h2) = select(false, &["1 Hz".into(), "burst".into()]).unwrap();
+        let names: Vec<_> = plan.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["1 Hz", "burst"]);
+        assert_eq!(h2, None);
+        let err = select(true, &["h2".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("no such scenario") && err.contains("http2"),
+            "{err}"
+        );
     }
 
     #[test]

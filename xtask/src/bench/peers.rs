@@ -157,10 +157,21 @@ impl Peer {
     /// Starts this peer for `sc`, its stderr to `log` and its stdout (after the
     /// `listening on` line) next to it.
     pub fn start(&self, root: &Path, sc: &Scenario, log: &Path) -> anyhow::Result<Server> {
+        self.start_with(root, sc, log, &[])
+    }
+
+    /// [`Peer::start`] with `extra` arguments after the peer's own (a binary's only).
+    pub fn start_with(
+        &self,
+        root: &Path,
+        sc: &Scenario,
+        log: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let mut cmd = match self.program {
             Program::Release(bin, args) => {
                 let mut c = Command::new(root.join("target/release").join(bin));
-                c.args(args);
+                c.args(args).args(extra);
                 c
             }
             Program::Node(script) => {
@@ -283,7 +294,7 @@ pub fn probe(base: &str, path: &str) -> Result<(), String> {
 /// A server under test, killed when dropped.
 pub struct Server {
     pub child: Child,
-    /// `http://ADDR`, as the server printed it.
+    /// `http://ADDR` (or `https://ADDR`), as the server printed it.
     pub base: String,
 }
 

@@ -219,17 +219,24 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     writeln!(md, "## Targets\n")?;
     writeln!(md, "| target | sse-counter measured | status |")?;
     writeln!(md, "| --- | --- | --- |")?;
-    for row in targets::rows(plan, res) {
+    let http2_rows = res.http2.iter().flat_map(super::http2::target_rows);
+    for row in targets::rows(plan, res).into_iter().chain(http2_rows) {
         writeln!(md, "| {} | {} | {} |", row.target, row.measured, row.status)?;
     }
     writeln!(md)?;
-    writeln!(
-        md,
-        "![Server CPU per delivered event and resident memory per open stream](benchmarks.svg)\n"
-    )?;
+    // The chart is drawn only when a steady scenario ran (`--only http2` has none).
+    if plan.iter().any(Scenario::steady) {
+        writeln!(
+            md,
+            "![Server CPU per delivered event and resident memory per open stream](benchmarks.svg)\n"
+        )?;
+    }
 
     for (si, sc) in plan.iter().enumerate() {
         scenario_section(&mut md, si, sc, res, floor)?;
+    }
+    if let Some(outcome) = &res.http2 {
+        super::http2::section(&mut md, outcome)?;
     }
     if !res.failures.is_empty() {
         writeln!(md, "## Runs that failed\n")?;

@@ -1,0 +1,797 @@
+//! The harness of the real-browser tests: chromedriver and a headless Chromium session
+//! (fantoccini), the real `sse-counter` binary serving the real trunk-built page over
+//! HTTP or HTTPS, optionally behind the test support's TCP proxy, and what a scenario
+//! does with them: open tabs, read and wait for the page's `data-testid` elements,
+//! record what an element showed over time, take screenshots.
+
+use crate::support::binary::{launch, Binary, Launch, START_LIMIT};
+use crate::support::http::send_within;
+use crate::support::prom::Scrape;
+use crate::support::proxy::Proxy;
+use crate::support::{poll_until, within_for, TempDir};
+use base64::Engine as _;
+use fantoccini::wd::WindowHandle;
+use fantoccini::{ClientBuilder, Locator};
+use futures_util::FutureExt as _;
+use serde_json::{json, Value};
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+
+/// Each scenario runs a Chromium, a chromedriver and a server at once: two scenarios side
+/// by side keep the suite short without starving the pages of the CPU that their timing
+/// (a reconnect within [`QUIET`], say) depends on.
+static BROWSERS: Semaphore = Semaphore::const_new(2);
+
+/// How long any one condition may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+/// The window in which nothing more may happen (no reconnect, no new stream).
+pub const QUIET: Duration = Duration::from_secs(1);
+
+fn dist_dir() -> PathBuf {
+    let dir = std::env::var_os("SSE_COUNTER_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/dist"));
+    assert!(
+        dir.join("index.html").is_file(),
+        "the page is not built in {}: run `cargo xtask test` (it builds it) or `trunk build --release`",
+        dir.display()
+    );
+    dir
+}
+
+/// Whether `cargo xtask screenshots` asked for pictures (a directory to put them in).
+fn screenshot_dir() -> Option<PathBuf> {
+    std::env::var_os("SSE_COUNTER_SCREENSHOTS").map(PathBuf::from)
+}
+
+/// Milliseconds since the epoch, on the clock the browser's `Date.now()` reads too.
+pub fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit")
+}
+
+/// Awaits one WebDriver command within [`WAIT`]; `what` says which, should it hang or
+/// fail.
+async fn drive<T, E: Display>(what: &str, command: impl Future<Output = Result<T, E>>) -> T {
+    within_for(WAIT, what, command)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// chromedriver on a free port, stopped with SIGTERM (then SIGKILL) when dropped so that
+/// it can close the browsers it started.
+struct Driver {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, where it takes WebDriver commands.
+    url: String,
+}
+
+impl Driver {
+    /// With `--port=0` chromedriver binds 127.0.0.1 on a free port and then [::1] on the
+    /// same one, which now and then is taken on a busy machine: it then exits, and
+    /// another try picks another port.
+    async fn start() -> Driver {
+        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        for _ in 0..5 {
+            let mut child = Command::new(&chromedriver)
+                .arg("--port=0")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start chromedriver ({e}); `cargo xtask test` installs it")
+                });
+            let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+            let started = within_for(START_LIMIT, "chromedriver to say it started", async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("started successfully on port") {
+                        return Some(line);
+                    }
+                }
+                None
+            })
+            .await;
+            let Some(line) = started else {
+                // It exited without starting: try again on another port.
+                continue;
+            };
+            // Keep its stdout empty, so that it never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            let port = line
+                .trim_end_matches('.')
+                .rsplit(' ')
+                .next()
+                .expect("a port at the end of chromedriver's line");
+            return Driver {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
+        }
+        panic!("chromedriver exited five times without starting")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        // A short blocking wait at the end of a scenario; SIGKILL (kill_on_drop) follows
+        // if it has not exited by then.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How the page reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP/1.1: Chromium opens at most six connections to the origin.
+    Http,
+    /// HTTPS with the server's self-signed certificate (Chromium is told to accept it),
+    /// where ALPN picks HTTP/2 and every request shares one connection.
+    Https,
+}
+
+/// What a scenario needs: the scheme, the server's flags beyond the harness's own, and
+/// whether the browser goes through a [`Proxy`].
+#[derive(Debug, Clone)]
+pub struct Setup {
+    scheme: Scheme,
+    args: Vec<String>,
+    proxied: bool,
+    /// Whether this scenario's pictures go to the screenshot directory.
+    screenshots: bool,
+}
+
+impl Setup {
+    pub fn new(scheme: Scheme) -> Setup {
+        Setup {
+            scheme,
+            args: Vec::new(),
+            proxied: false,
+            screenshots: true,
+        }
+    }
+
+    pub fn http() -> Setup {
+        Setup::new(Scheme::Http)
+    }
+
+    /// Adds server flags; the harness already passes `--retry-ms`,
+    /// `--allow-fault-injection`, `--shutdown-grace-secs`, `--metrics-addr`,
+    /// `--static-dir` and the TLS flag, which clap refuses twice.
+    pub fn args<const N: usize>(mut self, args: [&str; N]) -> Setup {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// The browser talks to the server through a [`Proxy`] ([`Harness::proxy`]).
+    pub fn proxied(mut self) -> Setup {
+        self.proxied = true;
+        self
+    }
+
+    /// Takes no screenshots, even for `cargo xtask screenshots` (a scenario that runs
+    /// twice keeps the pictures of one run).
+    pub fn without_screenshots(mut self) -> Setup {
+        self.screenshots = false;
+        self
+    }
+
+    /// How the binary is started; a restart uses the same, on the same port.
+    fn launch(&self) -> Launch {
+        let mut launch = launch()
+            .args(["--retry-ms", "200"])
+            .args(["--allow-fault-injection", "--shutdown-grace-secs", "5"])
+            // On its own address, so that the test reads it over plain HTTP whatever
+            // the page's scheme (reqwest here speaks no TLS).
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .arg("--static-dir")
+            .arg(dist_dir())
+            .args(&self.args)
+            .env("SSE_COUNTER_LOG", "info");
+        if self.scheme == Scheme::Https {
+            launch = launch.arg("--tls-self-signed");
+        }
+        launch
+    }
+}
+
+/// Starts the binary as `launch` says, and the scrape of its metrics address.
+async fn start_server(launch: Launch) -> (Binary, Scrape) {
+    let server = launch.start().await.with_limit(WAIT);
+    const LINE: &str = "metrics served on their own address";
+    server.wait_for_log(LINE).await;
+    let log = server.log();
+    let addr: SocketAddr = log
+        .lines()
+        .find(|l| l.contains(LINE))
+        .and_then(|l| l.split_once("addr="))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let prom = Scrape::new(
+        crate::support::client(),
+        format!("http://{addr}/metrics"),
+        WAIT,
+    );
+    (server, prom)
+}
+
+/// One tab of the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tab(WindowHandle);
+
+pub struct Harness {
+    pub scheme: Scheme,
+    /// `scheme://HOST:PORT` the browser opens: the server's, or the proxy's.
+    pub base: String,
+    /// How the server was started, for a restart.
+    launch: Launch,
+    /// The server; a scenario may take it to stop it.
+    pub server: Option<Binary>,
+    /// The server's `/metrics`.
+    prom: Scrape,
+    /// Between the browser and the server, when the setup asked for it.
+    proxy: Option<Proxy>,
+    /// Where screenshots go, if this scenario takes them.
+    screenshots: Option<PathBuf>,
+    pub client: fantoccini::Client,
+    http: reqwest::Client,
+    driver: Driver,
+    /// Chromium's profile; declared last, so that it is removed after the browser and
+    /// its driver have stopped.
+    _profile: TempDir,
+}
+
+impl Harness {
+    async fn start(setup: Setup) -> Harness {
+        let launch = setup.launch();
+        let (server, prom) = start_server(launch.clone()).await;
+        let proxy = if setup.proxied {
+            Some(Proxy::start(server.addr).await)
+        } else {
+            None
+        };
+        let base = match &proxy {
+            Some(p) => {
+                let scheme = server.base.split_once("://").map_or("http", |(s, _)| s);
+                format!("{scheme}://{}", p.addr)
+            }
+            None => server.base.clone(),
+        };
+        let driver = Driver::start().await;
+        let profile = TempDir::new("chromium");
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--window-size=1200,900".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        if setup.scheme == Scheme::Https {
+            // The certificate is the server's own, made at start: no authority signed it.
+            args.push("--ignore-certificate-errors".into());
+        }
+        if let Ok(extra) = std::env::var("SSE_COUNTER_CHROMIUM_ARGS") {
+            args.extend(extra.split_whitespace().map(str::to_owned));
+        }
+        let mut chrome = json!({ "args": args });
+        if let Ok(bin) = std::env::var("CHROME_BIN") {
+            chrome["binary"] = json!(bin);
+        }
+        let caps = json!({
+            "goog:chromeOptions": chrome,
+            "goog:loggingPrefs": { "browser": "ALL" },
+        });
+        let caps = caps.as_object().unwrap().clone();
+        let client = within_for(
+            Duration::from_secs(60),
+            "starting a Chromium session",
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps)
+                .connect(&driver.url),
+        )
+        .await
+        .expect("chromedriver could not start Chromium");
+        Harness {
+            scheme: setup.scheme,
+            base,
+            launch,
+            server: Some(server),
+            prom,
+            proxy,
+            screenshots: screenshot_dir().filter(|_| setup.screenshots),
+            client,
+            http: crate::support::client(),
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// Runs one scenario with a fresh server and browser; the browser is closed and its
+    /// console checked whatever the scenario did. Should it fail, the server's log is
+    /// printed as the server is dropped.
+    pub async fn scenario<F>(setup: Setup, body: F)
+    where
+        F: for<'a> AsyncFnOnce(&'a mut Harness),
+    {
+        let _permit = BROWSERS.acquire().await.expect("semaphore never closes");
+        let mut h = Harness::start(setup).await;
+        let outcome = std::panic::AssertUnwindSafe(body(&mut h))
+            .catch_unwind()
+            .await;
+        let console = h.console_errors().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), h.client.clone().close()).await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+        // Checked in every scenario: the page throws nothing.
+        assert!(
+            console.is_empty(),
+            "uncaught errors in the page's console: {console:#?}"
+        );
+    }
+
+    /// SEVERE console entries that are not the network's own reports (a dropped stream
+    /// is logged by Chromium as a network error, which is the point of some scenarios).
+    async fn console_errors(&self) -> Vec<Value> {
+        let Ok(Some(session)) = self.client.session_id().await else {
+            return vec![json!("no session")];
+        };
+        let url = format!("{}/session/{session}/se/log", self.driver.url);
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(json!({"type": "browser"}).to_string());
+        let body: Value = send_within(WAIT, req, "reading the browser log")
+            .await
+            .json();
+        body["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
+            .collect()
+    }
+
+    /// The proxy between the browser and the server.
+    pub fn proxy(&self) -> &Proxy {
+        self.proxy
+            .as_ref()
+            .expect("the scenario's setup has no proxy")
+    }
+
+    // --- Tabs ---------------------------------------------------------------------------
+
+    /// The tab the commands go to now.
+    pub async fn tab(&self) -> Tab {
+        Tab(drive("the current window", self.client.window()).await)
+    }
+
+    /// Opens a new tab (a WebDriver new window) and makes it current.
+    pub async fn new_tab(&self) -> Tab {
+        let new = drive("opening a tab", self.client.new_window(true)).await;
+        let tab = Tab(new.handle);
+        self.switch_to(&tab).await;
+        tab
+    }
+
+    /// Makes `tab` current.
+    pub async fn switch_to(&self, tab: &Tab) {
+        drive(
+            "switching tabs",
+            self.client.switch_to_window(tab.0.clone()),
+        )
+        .await;
+    }
+
+    // --- The page -----------------------------------------------------------------------
+
+    /// Loads `path_and_query` in the current tab and waits for the wasm module to have
+    /// rendered (the HTML alone leaves the detail line empty).
+    pub async fn load(&self, path_and_query: &str) {
+        let url = format!("{}{path_and_query}", self.base);
+        drive(&format!("loading {url}"), self.client.goto(&url)).await;
+        poll_until(WAIT, "the page's module to start", async || {
+            let detail = self.text("state-detail").await;
+            if detail.is_empty() {
+                Err(detail)
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+    }
+
+    /// Loads the page with nothing connected, and records the counter's values.
+    pub async fn open_page(&self) {
+        self.load("/").await;
+        self.wait_text("state-detail", "Not connected yet.").await;
+        assert_eq!(self.text("state").await, "idle");
+        // Record every value the counter shows, so gaps and repeats can be seen.
+        self.observe("counter").await;
+    }
+
+    /// From now on, records each text the element shows, with the browser's
+    /// `Date.now()` when it showed it (the text at this call first).
+    pub async fn observe(&self, testid: &str) {
+        let js = r#"
+            const [id] = arguments;
+            const seen = (window.__seen = window.__seen || {});
+            const log = (seen[id] = []);
+            const el = document.querySelector(`[data-testid="${id}"]`);
+            const note = () => log.push([el.textContent.trim(), Date.now()]);
+            note();
+            new MutationObserver(note)
+                .observe(el, { childList: true, characterData: true, subtree: true });
+        "#;
+        drive(
+            &format!("observing {testid}"),
+            self.client.execute(js, vec![json!(testid)]),
+        )
+        .await;
+    }
+
+    /// What an observed element showed, in order, and when (ms since the epoch); a text
+    /// is recorded again only after another one.
+    pub async fn seen(&self, testid: &str) -> Vec<(String, u64)> {
+        let v = drive(
+            &format!("reading what {testid} showed"),
+            self.client
+                .execute("return window.__seen[arguments[0]];", vec![json!(testid)]),
+        )
+        .await;
+        let entries: Vec<(String, u64)> =
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("{testid} not observed: {e}"));
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for (text, at) in entries {
+            if out.last().is_none_or(|(last, _)| *last != text) {
+                out.push((text, at));
+            }
+        }
+        out
+    }
+
+    /// The texts an observed element showed, in order, without the times.
+    pub async fn seen_texts(&self, testid: &str) -> Vec<String> {
+        self.seen(testid)
+            .await
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// The counter values the page showed, in order.
+    pub async fn counter_history(&self) -> Vec<String> {
+        self.seen_texts("counter")
+            .await
+            .into_iter()
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()))
+            .collect()
+    }
+
+    async fn el(&self, testid: &str) -> fantoccini::elements::Element {
+        let css = format!("[data-testid=\"{testid}\"]");
+        drive(
+            &format!("element {testid}"),
+            self.client.wait().for_element(Locator::Css(&css)),
+        )
+        .await
+    }
+
+    pub async fn text(&self, testid: &str) -> String {
+        let el = self.el(testid).await;
+        drive(&format!("text of {testid}"), el.text())
+            .await
+            .trim()
+            .to_owned()
+    }
+
+    /// The texts of several elements at one instant, read by one script, so that a
+    /// tab's counter and state are seen together.
+    pub async fn texts<const N: usize>(&self, testids: [&str; N]) -> [String; N] {
+        let js = r#"
+            return arguments[0].map((id) => {
+                const el = document.querySelector(`[data-testid="${id}"]`);
+                return el ? el.textContent.trim() : null;
+            });
+        "#;
+        let v = drive(
+            "reading the page",
+            self.client.execute(js, vec![json!(testids.as_slice())]),
+        )
+        .await;
+        let texts: Vec<Option<String>> = serde_json::from_value(v).expect("texts or nulls");
+        let texts: Vec<String> = texts
+            .into_iter()
+            .zip(testids)
+            .map(|(t, id)| t.unwrap_or_else(|| panic!("no element {id} in the page")))
+            .collect();
+        texts.try_into().expect("one text per id")
+    }
+
+    pub async fn fill(&self, testid: &str, value: &str) {
+        let el = self.el(testid).await;
+        drive("clear input", el.clear()).await;
+        if !value.is_empty() {
+            drive("type into input", el.send_keys(value)).await;
+        }
+    }
+
+    pub async fn set_checkbox(&self, testid: &str, on: bool) {
+        let el = self.el(testid).await;
+        if drive("checkbox state", el.is_selected()).await != on {
+            drive("click checkbox", el.click()).await;
+        }
+    }
+
+    pub async fn click(&self, testid: &str) {
+        let el = self.el(testid).await;
+        drive(&format!("click {testid}"), el.click()).await;
+    }
+
+    /// Fills the form and clicks Connect.
+    pub async fn connect(
+        &self,
+        count: u64,
+        interval_ms: u64,
+        drop_after: Option<u64>,
+        close_on_error: bool,
+    ) {
+        self.fill("count", &count.to_string()).await;
+        self.fill("interval", &interval_ms.to_string()).await;
+        self.fill(
+            "drop-after",
+            &drop_after.map(|d| d.to_string()).unwrap_or_default(),
+        )
+        .await;
+        self.set_checkbox("close-on-error", close_on_error).await;
+        self.click("connect").await;
+    }
+
+    /// Waits until the element's text equals `want`.
+    pub async fn wait_text(&self, testid: &str, want: &str) {
+        self.wait_until(testid, &format!("{want:?}"), |t| t == want)
+            .await;
+    }
+
+    /// Waits until the element's text passes `ok`; `what` describes the text wanted.
+    pub async fn wait_until(&self, testid: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        poll_until(WAIT, &format!("{testid} to show {what}"), async || {
+            let last = self.text(testid).await;
+            if ok(&last) {
+                Ok(last)
+            } else {
+                Err(last)
+            }
+        })
+        .await
+    }
+
+    // --- The server ---------------------------------------------------------------------
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.prom.metric(name).await
+    }
+
+    pub async fn wait_metric(&self, name: &str, want: f64) {
+        self.prom.wait_for(name, want).await
+    }
+
+    pub fn server(&self) -> &Binary {
+        self.server.as_ref().expect("the server is running")
+    }
+
+    pub fn server_log(&self) -> String {
+        self.server.as_ref().map(Binary::log).unwrap_or_default()
+    }
+
+    /// `POST /api/shared/increment` straight to the server (past any proxy); the value
+    /// it made.
+    pub async fn increment(&self) -> u64 {
+        assert_eq!(
+            self.scheme,
+            Scheme::Http,
+            "the test's client speaks no TLS: increment from the page"
+        );
+        let server = self.server();
+        let url = format!("{}{}", server.base, shared::paths::SHARED_INCREMENT);
+        let reply = send_within(WAIT, self.http.post(&url), "POST increment").await;
+        assert_eq!(reply.status, 200, "POST increment: {}", reply.text());
+        let inc: shared::Incremented = serde_json::from_str(&reply.text()).expect("increment JSON");
+        inc.value
+    }
+
+    /// SIGTERM, and waits for the server to exit by itself (with 0); it is returned for
+    /// its log.
+    pub async fn stop_server(&mut self) -> Binary {
+        let mut server = self.server.take().expect("the server is running");
+        server.sigterm();
+        let status = server.exit().await;
+        assert!(status.success(), "the server exited with {status}");
+        server
+    }
+
+    /// Starts the server again as before, on `addr` (the port it had, say).
+    pub async fn start_server_on(&mut self, addr: SocketAddr) {
+        assert!(self.server.is_none(), "a server is running already");
+        let launch = self.launch.clone().args(["--addr", &addr.to_string()]);
+        let (server, prom) = start_server(launch).await;
+        assert_eq!(server.addr, addr);
+        self.server = Some(server);
+        self.prom = prom;
+    }
+
+    // --- Screenshots --------------------------------------------------------------------
+
+    /// Whether this scenario saves screenshots (`cargo xtask screenshots`).
+    pub fn takes_screenshots(&self) -> bool {
+        self.screenshots.is_some()
+    }
+
+    /// Saves a screenshot of the page as `docs/screenshots/<name>.png` when
+    /// `SSE_COUNTER_SCREENSHOTS` names a directory (`cargo xtask screenshots` does).
+    pub async fn shot(&self, name: &str) {
+        if self.screenshots.is_none() {
+            return;
+        }
+        let png = drive("screenshot", self.client.screenshot()).await;
+        self.save_png(name, &png);
+    }
+
+    /// A screenshot of the element `css` in the current tab, scrolled to the top of the
+    /// window, when screenshots are wanted; a tile for [`Harness::composite`].
+    pub async fn shot_of(&self, css: &str) -> Option<Vec<u8>> {
+        self.screenshots.as_ref()?;
+        let el = drive(
+            &format!("element {css}"),
+            self.client.find(Locator::Css(css)),
+        )
+        .await;
+        drive(
+            &format!("scrolling to {css}"),
+            self.client.execute(
+                "document.querySelector(arguments[0]).scrollIntoView({ block: 'start' });",
+                vec![json!(css)],
+            ),
+        )
+        .await;
+        Some(drive(&format!("screenshot of {css}"), el.screenshot()).await)
+    }
+
+    /// The browser window's outer size.
+    pub async fn window_size(&self) -> (u32, u32) {
+        let (w, h) = drive("the window size", self.client.get_window_size()).await;
+        (
+            u32::try_from(w).expect("a sane width"),
+            u32::try_from(h).expect("a sane height"),
+        )
+    }
+
+    /// Resizes the browser window (all its tabs).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        drive(
+            "resizing the window",
+            self.client.set_window_size(width, height),
+        )
+        .await;
+    }
+
+    /// Saves, when screenshots are wanted, one picture of several tiles (captioned
+    /// screenshots of tabs, say) laid out `columns` wide: drawn in a new blank tab,
+    /// which needs no connection, with the window made tall enough to show it whole.
+    pub async fn composite(
+        &self,
+        name: &str,
+        title: &str,
+        columns: usize,
+        tiles: &[(String, Vec<u8>)],
+    ) {
+        if self.screenshots.is_none() || tiles.is_empty() {
+            return;
+        }
+        let back = self.tab().await;
+        self.new_tab().await;
+        let tiles: Vec<Value> = tiles
+            .iter()
+            .map(|(caption, png)| {
+                json!({
+                    "caption": caption,
+                    "src": format!(
+                        "data:image/png;base64,{}",
+                        base64::engine::general_purpose::STANDARD.encode(png)
+                    ),
+                })
+            })
+            .collect();
+        let js = r#"
+            const [title, columns, tiles] = arguments;
+            document.body.innerHTML = "";
+            document.body.style.cssText = "margin:0";
+            const board = document.createElement("div");
+            board.id = "board";
+            board.style.cssText =
+                "padding:16px;background:#eef1f6;font:15px system-ui,sans-serif;color:#1c2330";
+            const h = document.createElement("h2");
+            h.textContent = title;
+            h.style.cssText = "margin:0 0 12px;font-size:20px";
+            const grid = document.createElement("div");
+            grid.style.cssText =
+                `display:grid;grid-template-columns:repeat(${columns},1fr);gap:12px;align-items:start`;
+            board.append(h, grid);
+            document.body.append(board);
+            const loads = tiles.map(({ caption, src }) => {
+                const fig = document.createElement("figure");
+                fig.style.cssText = "margin:0;background:#fff;border-radius:8px;padding:8px";
+                const img = document.createElement("img");
+                img.src = src;
+                img.style.cssText = "width:100%;display:block";
+                const cap = document.createElement("figcaption");
+                cap.textContent = caption;
+                cap.style.cssText = "padding-top:6px;font-weight:600";
+                fig.append(img, cap);
+                grid.append(fig);
+                return img.decode();
+            });
+            return Promise.all(loads).then(() => [
+                Math.ceil(board.getBoundingClientRect().height),
+                window.outerHeight - window.innerHeight,
+            ]);
+        "#;
+        let sizes = drive(
+            "drawing the composite",
+            self.client
+                .execute(js, vec![json!(title), json!(columns), json!(tiles)]),
+        )
+        .await;
+        let [board, chrome]: [u32; 2] =
+            serde_json::from_value(sizes).expect("the board's height and the window's chrome");
+        let (width, height) = self.window_size().await;
+        self.set_window_size(width, board + chrome + 8).await;
+        let el = drive("the composite", self.client.find(Locator::Css("#board"))).await;
+        let png = drive("screenshot of the composite", el.screenshot()).await;
+        self.save_png(name, &png);
+        self.set_window_size(width, height).await;
+        drive("closing the composite", self.client.close_window()).await;
+        self.switch_to(&back).await;
+    }
+
+    /// Writes `<name>.png` into the screenshot directory.
+    fn save_png(&self, name: &str, png: &[u8]) {
+        let Some(dir) = &self.screenshots else {
+            return;
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}

@@ -1,0 +1,20 @@
+//! Real-browser tests: headless Chromium driven through chromedriver, against the real
+//! `sse-counter` binary serving the real trunk-built page. They show what the project is
+//! about: EventSource reconnects by itself after an error, and the page stops that by
+//! closing on error or on the `end` event ([`counter`], over HTTP and HTTPS); the shared
+//! counter's stream comes back by itself after a drop, a refusal, a restart or a
+//! silence ([`shared`]); and HTTP/1.1 holds a seventh stream of one origin back where
+//! HTTP/2 does not ([`tabs`]).
+//!
+//! Needs the page built (`cargo xtask test` builds it; or `trunk build --release`) and
+//! Debian's `chromium` and `chromium-driver` (`cargo xtask test` installs them). With
+//! `SSE_COUNTER_SCREENSHOTS` set to a directory, the scenarios also take the README's
+//! screenshots (`cargo xtask screenshots`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod counter;
+mod harness;
+mod shared;
+mod tabs;
