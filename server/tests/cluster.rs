@@ -4,8 +4,8 @@
 //! clients continue on another through nginx; Redis going away, coming back or losing
 //! its data is survived as the README says.
 //!
-//! Not here (left to the page's browser tests): two tabs on different instances through
-//! nginx over HTTPS seeing each other's `+1` (issue 12's last test).
+//! The page itself through nginx, two tabs on different instances seeing each other's
+//! `+1` (issue 12's last test), is a browser test: `server/tests/browser/cluster.rs`.
 
 mod support;
 
