@@ -430,6 +430,7 @@ pub(crate) mod tests {
         };
         let server = ServerFigures {
             pid: 1,
+            processes: 1,
             cpu_us_window: 1.0,
             cpu_us_per_event: Some(1.0),
             cpu_cores: 0.1,
