@@ -406,10 +406,14 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
          increment). Server figures are summed over the instances; Redis's CPU is its own \
          over the window (its housekeeping, and the kernel time of the fsync that \
          `appendfsync always` makes in its main thread, included), divided by the \
-         increments taken in it. {} client process{}, \
+         increments taken in it. Every subscriber gets the same changes, so the latency \
+         percentiles are those of about {} changes, each seen {} times: in a short window \
+         the p99 is that of its slowest few. {} client process{}, \
          opened at {}/s, {} s warm-up, {} s steady window.\n",
         thousands(plan.per_instance()),
         sc.rate(),
+        (sc.rate() * sc.window).round(),
+        thousands(sc.streams),
         sc.procs,
         if sc.procs == 1 { "" } else { "es" },
         sc.ramp,
