@@ -1,4 +1,5 @@
-//! The load itself: opens streams against one loopback target at a set rate, reads
+//! The load itself: opens streams against a loopback target at a set rate (or against
+//! several, the instances of one deployment, stream `i` on target `i % targets`), reads
 //! each with a conforming SSE parser, and counts what arrives.
 //!
 //! Each stream is one task. Over HTTP/1.1 (`http://`, or `https://` with TLS) it owns
@@ -82,7 +83,10 @@ impl Target {
 /// How one load process opens its share of the streams.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    pub target: Target,
+    /// Where the streams go: stream `i` of the run to `targets[i % targets.len()]`. All
+    /// share one scheme; several are only spoken to over HTTP/1.1 (see
+    /// [`LoadConfig::transport_for`]).
+    pub targets: Vec<Target>,
     pub kind: StreamKind,
     /// HTTP/1.1 or HTTPS HTTP/1.1 as the target's scheme says, or HTTP/2 (over TLS).
     pub transport: Transport,
@@ -108,8 +112,18 @@ pub struct LoadConfig {
 }
 
 impl LoadConfig {
-    /// The transport a target's scheme gives, HTTP/2 when asked (which needs TLS).
-    pub fn transport_for(target: &Target, http2: bool) -> anyhow::Result<Transport> {
+    /// The transport the targets' scheme gives, HTTP/2 when asked (which needs TLS and
+    /// one target: its streams share a few connections to one server).
+    pub fn transport_for(targets: &[Target], http2: bool) -> anyhow::Result<Transport> {
+        let Some(target) = targets.first() else {
+            bail!("no target");
+        };
+        if targets.iter().any(|t| t.tls != target.tls) {
+            bail!("the targets must all be http:// or all https://");
+        }
+        if http2 && targets.len() > 1 {
+            bail!("HTTP/2 is spoken to one target only: give one URL with --http2");
+        }
         Ok(match (target.tls, http2) {
             (false, false) => Transport::Http1,
             (true, false) => Transport::Https1,
@@ -198,7 +212,8 @@ impl Dialer {
         let tls = match cfg.transport {
             Transport::Http1 => None,
             Transport::Https1 | Transport::Http2 => {
-                Some(crate::tls::Client::new(&cfg.target.hostname, alpn)?)
+                // Every target is on this machine, under one name.
+                Some(crate::tls::Client::new(&cfg.targets[0].hostname, alpn)?)
             }
         };
         let connections = match cfg.transport {
@@ -345,7 +360,12 @@ async fn stream(cfg: Arc<LoadConfig>, dialer: Arc<Dialer>, shared: Arc<Shared>, 
     }
 }
 
-/// A TCP connection to the target from the source address of `index` (a stream's
+/// The target of stream (or HTTP/2 connection) `index` of the run.
+fn target_of(cfg: &LoadConfig, index: u64) -> &Target {
+    &cfg.targets[(index % cfg.targets.len() as u64) as usize]
+}
+
+/// A TCP connection to its target from the source address of `index` (a stream's
 /// over HTTP/1.1, a connection's over HTTP/2).
 async fn connect_tcp(cfg: &LoadConfig, index: u64) -> Result<TcpStream, Failure> {
     let source = Ipv4Addr::new(
@@ -358,7 +378,8 @@ async fn connect_tcp(cfg: &LoadConfig, index: u64) -> Result<TcpStream, Failure>
     socket
         .bind(SocketAddr::new(IpAddr::V4(source), 0))
         .map_err(|e| Failure::Connect(format!("bind {source}: {e}")))?;
-    let tcp = tokio::time::timeout(cfg.connect_timeout, socket.connect(cfg.target.addr))
+    let addr = target_of(cfg, index).addr;
+    let tcp = tokio::time::timeout(cfg.connect_timeout, socket.connect(addr))
         .await
         .map_err(|_| Failure::Timeout("TCP connect".into()))?
         .map_err(|e| Failure::Connect(e.to_string()))?;
@@ -402,18 +423,20 @@ async fn http1_stream(
     established: &AtomicBool,
 ) -> Result<(), Failure> {
     let tcp = connect_tcp(cfg, index).await?;
+    let target = target_of(cfg, index);
     match &dialer.tls {
-        None => http1_on(cfg, shared, tcp, t0, established).await,
+        None => http1_on(cfg, target, shared, tcp, t0, established).await,
         Some(tls) => {
             let io = tls_handshake(cfg, tls, tcp).await?;
-            http1_on(cfg, shared, io, t0, established).await
+            http1_on(cfg, target, shared, io, t0, established).await
         }
     }
 }
 
-/// The request and its response on a fresh HTTP/1.1 connection over `io`.
+/// The request and its response on a fresh HTTP/1.1 connection over `io` to `target`.
 async fn http1_on<I>(
     cfg: &LoadConfig,
+    target: &Target,
     shared: &Shared,
     io: I,
     t0: Instant,
@@ -427,8 +450,8 @@ where
         .map_err(|e| Failure::Connect(e.to_string()))?;
     shared.result().connections += 1;
     let mut conn = std::pin::pin!(conn);
-    let request = http::Request::get(cfg.target.path_and_query.as_str())
-        .header(http::header::HOST, cfg.target.host.as_str())
+    let request = http::Request::get(target.path_and_query.as_str())
+        .header(http::header::HOST, target.host.as_str())
         .header(http::header::ACCEPT, "text/event-stream")
         .body(Empty::<Bytes>::new())
         .map_err(|e| Failure::Connect(e.to_string()))?;
@@ -483,13 +506,12 @@ async fn h2_stream(
         .get_or_init(|| h2_connect(cfg, dialer, shared, slot as u64))
         .await
         .clone()?;
-    let request = http::Request::get(format!(
-        "https://{}{}",
-        cfg.target.host, cfg.target.path_and_query
-    ))
-    .header(http::header::ACCEPT, "text/event-stream")
-    .body(())
-    .map_err(|e| Failure::Connect(e.to_string()))?;
+    // One target over HTTP/2 (`LoadConfig::transport_for`).
+    let target = &cfg.targets[0];
+    let request = http::Request::get(format!("https://{}{}", target.host, target.path_and_query))
+        .header(http::header::ACCEPT, "text/event-stream")
+        .body(())
+        .map_err(|e| Failure::Connect(e.to_string()))?;
     let response = tokio::time::timeout(cfg.connect_timeout, async {
         let mut sender = sender
             .ready()
@@ -685,20 +707,37 @@ mod tests {
         assert_eq!((t.addr.port(), t.hostname.as_str()), (443, "localhost"));
         assert_eq!(t.host, "localhost:443");
         let plain = Target::parse("http://127.0.0.1:1/").unwrap();
+        let one = |t: &Target| vec![t.clone()];
         assert_eq!(
-            LoadConfig::transport_for(&plain, false).unwrap(),
+            LoadConfig::transport_for(&one(&plain), false).unwrap(),
             Transport::Http1
         );
         assert_eq!(
-            LoadConfig::transport_for(&t, false).unwrap(),
+            LoadConfig::transport_for(&one(&t), false).unwrap(),
             Transport::Https1
         );
         assert_eq!(
-            LoadConfig::transport_for(&t, true).unwrap(),
+            LoadConfig::transport_for(&one(&t), true).unwrap(),
             Transport::Http2
         );
-        let err = LoadConfig::transport_for(&plain, true).unwrap_err();
+        let err = LoadConfig::transport_for(&one(&plain), true).unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn several_targets_share_a_scheme_and_take_http1_only() {
+        let a = Target::parse("http://127.0.0.1:1/api/shared").unwrap();
+        let b = Target::parse("http://127.0.0.1:2/api/shared").unwrap();
+        let tls = Target::parse("https://127.0.0.1:3/api/shared").unwrap();
+        assert_eq!(
+            LoadConfig::transport_for(&[a.clone(), b], false).unwrap(),
+            Transport::Http1
+        );
+        let mixed = LoadConfig::transport_for(&[a, tls.clone()], false).unwrap_err();
+        assert!(mixed.to_string().contains("all be http://"), "{mixed}");
+        let h2 = LoadConfig::transport_for(&[tls.clone(), tls], true).unwrap_err();
+        assert!(h2.to_string().contains("one URL"), "{h2}");
+        assert!(LoadConfig::transport_for(&[], false).is_err());
     }
 
     #[test]

@@ -173,11 +173,15 @@ impl WorkerResult {
     }
 }
 
-/// The server's cost, from `/proc`, when its PID was given.
+/// The server's cost, from `/proc`, when its PID was given. Given several (the
+/// instances of one deployment), every figure is the sum over them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFigures {
+    /// The first server process measured.
     pub pid: u32,
+    /// How many server processes the figures sum (1 for a single server).
+    pub processes: u32,
     /// Server CPU time during the steady window, in µs.
     pub cpu_us_window: f64,
     /// Server CPU per tick delivered in the window, in µs.
@@ -194,6 +198,24 @@ pub struct ServerFigures {
     pub rss_per_stream_bytes: Option<f64>,
 }
 
+/// The cost of the store behind the servers (Redis), from `/proc`, when its PID was
+/// given: what the servers' own figures leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFigures {
+    pub pid: u32,
+    /// Its CPU time during the steady window, in µs: summed from the scheduler's
+    /// per-thread figures, as the servers' is.
+    pub cpu_us_window: f64,
+    /// The same from `utime + stime` of `/proc/PID/stat`, in µs, at clock-tick (10 ms)
+    /// resolution: a cross-check, coarse for a store that works a few ms a second.
+    pub cpu_us_ticks_window: f64,
+    /// Its CPU per increment taken in the window (`PublishFigures::ok_in_window`), in
+    /// µs; everything it did in the window counts, its own housekeeping included.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub cpu_us_per_increment: Option<f64>,
+}
+
 /// What the publisher did: `POST`s to the shared counter's increment path at a fixed
 /// rate, from the streams' opening to the window's end.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -204,6 +226,8 @@ pub struct PublishFigures {
     pub sent: u64,
     /// Answered with a 2xx.
     pub ok: u64,
+    /// Of those, the ones sent within the steady window.
+    pub ok_in_window: u64,
     /// Answered with another status (a 404 where the route is missing, a 429 past a
     /// rate limit).
     pub refused: u64,
@@ -255,6 +279,9 @@ pub struct Report {
     /// Present when the run drove the shared counter itself.
     #[serde(deserialize_with = "Option::deserialize")]
     pub publish: Option<PublishFigures>,
+    /// Present when the store's PID was given.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub store: Option<StoreFigures>,
     pub errors: Vec<String>,
 }
 
@@ -300,6 +327,7 @@ impl Report {
             setup_secs: r.setup_secs,
             server,
             publish: None,
+            store: None,
             errors: r.errors.clone(),
         }
     }
@@ -358,8 +386,8 @@ impl Report {
             row(
                 "published",
                 format!(
-                    "{} at {}/s: {} ok, {} refused, {} failed",
-                    p.sent, p.rate, p.ok, p.refused, p.failed
+                    "{} at {}/s: {} ok ({} in the window), {} refused, {} failed",
+                    p.sent, p.rate, p.ok, p.ok_in_window, p.refused, p.failed
                 ),
             );
             for e in &p.errors {
@@ -376,12 +404,15 @@ impl Report {
             row(
                 "server CPU",
                 format!(
-                    "{} per event; {:.2} cores over the window (pid {})",
+                    "{} per event; {:.2} cores over the window ({})",
                     s.cpu_us_per_event
                         .map(|c| format!("{c:.2} µs"))
                         .unwrap_or_else(|| "n/a".into()),
                     s.cpu_cores,
-                    s.pid
+                    match s.processes {
+                        1 => format!("pid {}", s.pid),
+                        n => format!("{n} processes summed, pid {} first", s.pid),
+                    }
                 ),
             );
             row(
@@ -393,6 +424,20 @@ impl Report {
                         .unwrap_or_else(|| "n/a".into()),
                     s.rss_before_kib,
                     s.rss_steady_kib
+                ),
+            );
+        }
+        if let Some(st) = &self.store {
+            row(
+                "store CPU",
+                format!(
+                    "{} per increment; {:.1} ms over the window ({:.0} ms by utime+stime; pid {})",
+                    st.cpu_us_per_increment
+                        .map(|c| format!("{c:.1} µs"))
+                        .unwrap_or_else(|| "n/a".into()),
+                    st.cpu_us_window / 1000.0,
+                    st.cpu_us_ticks_window / 1000.0,
+                    st.pid
                 ),
             );
         }
@@ -512,6 +557,7 @@ mod tests {
         }
         let server = ServerFigures {
             pid: 7,
+            processes: 1,
             cpu_us_window: 100.0,
             cpu_us_per_event: Some(5.0),
             cpu_cores: 0.01,
@@ -533,7 +579,14 @@ mod tests {
             rate: 10.0,
             sent: 10,
             ok: 10,
+            ok_in_window: 8,
             ..PublishFigures::default()
+        });
+        r.store = Some(StoreFigures {
+            pid: 8,
+            cpu_us_window: 800.0,
+            cpu_us_ticks_window: 0.0,
+            cpu_us_per_increment: Some(100.0),
         });
         r
     }
@@ -569,6 +622,10 @@ mod tests {
             &["time_to_headers_us", "p99"],
             &["failed", "status"],
             &["publish", "refused"],
+            &["publish", "ok_in_window"],
+            &["server", "processes"],
+            &["store"],
+            &["store", "cpu_us_per_increment"],
             &["kind"],
             &["transport"],
             &["connections"],

@@ -1,7 +1,8 @@
 //! Runs the real `sse-bench` binary against servers on 127.0.0.1:0: the `warp-naive`
 //! peer and the yardstick (clean streams, one process and several), a scripted server
-//! whose ticks skip and repeat numbers, a scripted shared counter that sse-bench
-//! drives itself, and sse-counter itself over HTTPS, with HTTP/1.1 and with HTTP/2.
+//! whose ticks skip and repeat numbers, scripted shared counters that sse-bench drives
+//! itself (one, or two sharing the streams and the increments), and sse-counter itself
+//! over HTTPS, with HTTP/1.1 and with HTTP/2.
 //! Only counts are asserted, never speed.
 
 use bench::report::{Report, StreamKind, Transport};
@@ -288,14 +289,26 @@ async fn twenty_subscribers_of_the_yardsticks_broadcast_see_every_value_in_two_p
     assert_eq!(report.publish, None);
 }
 
+/// A scripted shared counter, running in this test's process.
+struct ScriptedCounter {
+    addr: std::net::SocketAddr,
+    /// Streams it was asked for.
+    subscribed: Arc<AtomicU64>,
+    /// Its value, from 100.
+    value: Arc<AtomicU64>,
+}
+
 /// A shared counter in the shape of sse-counter's: `GET /api/shared` streams every
 /// change (and a heartbeat after each), `POST /api/shared/increment` makes one.
-async fn start_scripted_shared_counter() -> std::net::SocketAddr {
+async fn start_scripted_shared_counter() -> ScriptedCounter {
     let (tx, _) = tokio::sync::broadcast::channel::<String>(1024);
     let value = Arc::new(AtomicU64::new(100));
+    let subscribed = Arc::new(AtomicU64::new(0));
     let subscribe = {
         let tx = tx.clone();
+        let subscribed = Arc::clone(&subscribed);
         warp::path!("api" / "shared").and(warp::get()).map(move || {
+            subscribed.fetch_add(1, Ordering::SeqCst);
             let frames = futures_util::stream::unfold(tx.subscribe(), |mut rx| async move {
                 let frame = rx.recv().await.ok()?;
                 Some((Ok::<_, std::io::Error>(frame), rx))
@@ -303,6 +316,7 @@ async fn start_scripted_shared_counter() -> std::net::SocketAddr {
             warp::reply::stream(frames)
         })
     };
+    let counted = Arc::clone(&value);
     let increment = warp::path!("api" / "shared" / "increment")
         .and(warp::post())
         .map(move || {
@@ -321,12 +335,16 @@ async fn start_scripted_shared_counter() -> std::net::SocketAddr {
             .incoming(listener)
             .run(),
     );
-    addr
+    ScriptedCounter {
+        addr,
+        subscribed,
+        value: counted,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_bench_drives_a_shared_counter_and_checks_every_subscriber() {
-    let addr = start_scripted_shared_counter().await;
+    let addr = start_scripted_shared_counter().await.addr;
     let report = sse_bench(&[
         &format!("http://{addr}/api/shared"),
         "--streams",
@@ -346,6 +364,54 @@ async fn sse_bench_drives_a_shared_counter_and_checks_every_subscriber() {
     assert_eq!(publish.ok, publish.sent, "{report:#?}");
     assert_eq!((publish.refused, publish.failed), (0, 0), "{report:#?}");
     assert_eq!(report.expected_events_per_sec, Some(200.0));
+}
+
+/// Two servers (the instances of one deployment, as `cargo xtask bench --only cluster`
+/// runs it): the streams alternate between them, across both worker processes, and so
+/// do the increments; the servers' costs are summed and the store's reported apart.
+/// Here each scripted counter keeps its own value, so each stream sees every change of
+/// its own server's, and only its server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_urls_share_the_streams_and_the_increments() {
+    let a = start_scripted_shared_counter().await;
+    let b = start_scripted_shared_counter().await;
+    // The servers run in this process; it stands in for both and for the store.
+    let me = std::process::id().to_string();
+    let report = sse_bench(&[
+        &format!("http://{}/api/shared", a.addr),
+        &format!("http://{}/api/shared", b.addr),
+        "--streams",
+        "6",
+        "--procs",
+        "2",
+        "--publish-rate",
+        "40",
+        "--warmup",
+        "0.3",
+        "--window",
+        "1",
+        "--server-pid",
+        &me,
+        "--server-pid",
+        &me,
+        "--store-pid",
+        &me,
+    ])
+    .await;
+    clean_run(&report, 6);
+    assert_eq!(a.subscribed.load(Ordering::SeqCst), 3);
+    assert_eq!(b.subscribed.load(Ordering::SeqCst), 3);
+    let publish = report.publish.clone().expect("publisher figures");
+    assert_eq!(publish.ok, publish.sent, "{report:#?}");
+    assert!(publish.ok_in_window > 0 && publish.ok_in_window < publish.ok);
+    let made = |c: &ScriptedCounter| c.value.load(Ordering::SeqCst) - 100;
+    assert_eq!(made(&a) + made(&b), publish.ok);
+    assert!(made(&a).abs_diff(made(&b)) <= 1, "taken in turn");
+    let server = report.server.expect("server figures");
+    assert_eq!((server.pid.to_string(), server.processes), (me.clone(), 2));
+    let store = report.store.expect("store figures");
+    assert_eq!(store.pid.to_string(), me);
+    assert!(store.cpu_us_per_increment.is_some(), "{store:?}");
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 //! clients continue on another through nginx; Redis going away, coming back or losing
 //! its data is survived as the README says.
 //!
-//! Not here (left to the page's browser tests): two tabs on different instances through
-//! nginx over HTTPS seeing each other's `+1` (issue 12's last test).
+//! The page itself through nginx, two tabs on different instances seeing each other's
+//! `+1` (issue 12's last test), is a browser test: `server/tests/browser/cluster.rs`.
 
 mod support;
 
@@ -654,6 +654,61 @@ async fn nginx_streams_over_https_and_http2_unbuffered_and_resumes_by_last_event
         !errors.contains("[emerg]") && !errors.contains("[crit]"),
         "{errors}"
     );
+}
+
+/// The page's own `+1` through nginx: the browser's `POST` carries
+/// `Origin: https://<host>:<port>`, which an instance takes as the page's own only if
+/// nginx passes the Host on with its port (with `$host` it did not, and the page's
+/// increments were refused with 403). Over HTTP/2, as a browser gets it, where the
+/// host comes in `:authority`, and over HTTP/1.1.
+#[tokio::test]
+async fn behind_nginx_the_pages_own_increment_is_same_origin_and_another_sites_is_refused() {
+    let redis = Redis::start().await;
+    let a = instance(&redis.url(), &[]).await;
+    ready(&a).await;
+    let nginx = Nginx::start(&[a.addr]).await;
+    let authority = format!("localhost:{}", nginx.addr.port());
+    let page = format!("https://{authority}");
+    let cases = [(page.as_str(), 200), ("https://elsewhere.example", 403)];
+
+    let tls = nginx.tls_from([127, 0, 0, 1].into(), &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = within("the HTTP/2 handshake", h2::client::handshake(tls))
+        .await
+        .expect("HTTP/2 handshake");
+    let _driver = tokio::spawn(conn);
+    for (origin, status) in cases {
+        send = within("room for a stream", send.ready())
+            .await
+            .expect("HTTP/2 connection usable");
+        let req = http::Request::post(format!("https://{authority}{INCREMENT}"))
+            .header("origin", origin)
+            .header("content-length", "0")
+            .body(())
+            .expect("request");
+        let (response, _) = send.send_request(req, true).expect("send the request");
+        let response = within("the answer through nginx", response)
+            .await
+            .expect("response head");
+        assert_eq!(response.status(), status, "HTTP/2, Origin {origin}");
+    }
+
+    for (origin, status) in cases {
+        let mut conn = nginx.https1().await;
+        let headers = [
+            ("Content-Length", &b"0"[..]),
+            ("Connection", b"close"),
+            ("Origin", origin.as_bytes()),
+        ];
+        conn.request("POST", INCREMENT, &authority, &headers).await;
+        let head = conn.head().await;
+        assert_eq!(
+            head.status, status,
+            "HTTP/1.1, Origin {origin}: {}",
+            head.raw
+        );
+    }
+    assert_eq!(redis.value().await, 2, "one increment taken per transport");
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! all on Ctrl-C.
 //!
 //! [`Cluster`] is the same from code (the benchmark, say): [`Cluster::start`] with
-//! [`Options`], and everything stops when it is dropped.
+//! [`Options`] (nginx left out if it is not wanted), and everything stops when it is
+//! dropped.
 
 use crate::setup;
 use crate::util::{cargo, find_program, project_root, run, step};
@@ -46,6 +47,9 @@ pub struct Options {
     pub run_dir: PathBuf,
     /// Flags given to every instance besides those the cluster sets.
     pub instance_args: Vec<String>,
+    /// Whether nginx is started in front of the instances (the benchmark talks to them
+    /// directly).
+    pub nginx: bool,
 }
 
 impl Options {
@@ -60,17 +64,22 @@ impl Options {
             static_dir: root.join("web/dist"),
             run_dir: root.join("target/cluster"),
             instance_args: Vec::new(),
+            nginx: true,
         }
     }
 }
 
 /// Redis, the instances and nginx, running; each is stopped when this is dropped.
 pub struct Cluster {
-    /// `https://localhost:PORT`, nginx's address.
+    /// `https://localhost:PORT`, nginx's address (where nothing listens without nginx).
     pub url: String,
     pub redis_url: String,
+    /// Redis's process id, for measuring what it costs.
+    pub redis_pid: u32,
     /// Each instance's own address (plain HTTP, straight to it).
     pub instances: Vec<SocketAddr>,
+    /// Each instance's process id, in the order of `instances`.
+    pub instance_pids: Vec<u32>,
     pub run_dir: PathBuf,
     /// Stopped in reverse: nginx first, Redis last.
     processes: Vec<Process>,
@@ -147,7 +156,9 @@ impl Cluster {
         let mut cluster = Cluster {
             url: format!("https://localhost:{}", options.listen.port()),
             redis_url: String::new(),
+            redis_pid: 0,
             instances: Vec::new(),
+            instance_pids: Vec::new(),
             run_dir: dir.clone(),
             processes: Vec::new(),
         };
@@ -164,6 +175,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .spawn()
             .context("cannot start redis-server")?;
+        cluster.redis_pid = redis.id();
         let mut redis = Process::new("redis-server", redis);
         let up = wait_until(&mut redis, &dir.join("redis.log"), || {
             redis_ping(redis_port)
@@ -186,6 +198,7 @@ impl Cluster {
                 .spawn()
                 .with_context(|| format!("cannot start {}", options.server.display()))?;
             let stdout = child.stdout.take().context("no stdout from the server")?;
+            let pid = child.id();
             cluster
                 .processes
                 .push(Process::new(format!("instance {n}"), child));
@@ -202,6 +215,10 @@ impl Cluster {
                 );
             };
             cluster.instances.push(addr);
+            cluster.instance_pids.push(pid);
+        }
+        if !options.nginx {
+            return Ok(cluster);
         }
 
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));

@@ -33,7 +33,8 @@ enum Task {
     /// docs/screenshots/.
     Screenshots,
     /// Benchmark sse-counter against the yardstick (the least an SSE server can do), the
-    /// seed's Express handler, naive warp and the bare-write floor, and write
+    /// seed's Express handler, naive warp and the bare-write floor, and instances
+    /// sharing the counter through Redis against one on the embedded store; write
     /// docs/benchmarks.md (loopback only).
     Bench(bench::Args),
     /// Install Redis and nginx if missing, then start Redis, N instances sharing the

@@ -25,6 +25,8 @@ const PICTURES: [&str; 11] = [
 pub fn run_screenshots() -> anyhow::Result<()> {
     setup::page_tools()?;
     setup::browser()?;
+    // The run is the whole browser suite, whose cluster scenario starts Redis and nginx.
+    setup::cluster_tools()?;
     setup::build_page()?;
     let dir = project_root().join("docs/screenshots");
     step(format!("taking screenshots into {}", dir.display()));

@@ -5,7 +5,9 @@ use anyhow::{bail, ensure, Context as _};
 use bench::load::{Load, LoadConfig, Target, Window};
 use bench::procfs::{self, ProcSample};
 use bench::publish::{publish, PublishConfig};
-use bench::report::{PublishFigures, Report, ServerFigures, StreamKind, Transport, WorkerResult};
+use bench::report::{
+    PublishFigures, Report, ServerFigures, StoreFigures, StreamKind, Transport, WorkerResult,
+};
 use clap::Parser;
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,12 +33,17 @@ const DEFAULT_STREAMS_PER_H2_CONNECTION: u64 = 100;
 /// An https:// URL is reached over TLS (any certificate is accepted: the target is on
 /// this machine), with HTTP/1.1, one connection per stream; with --http2 the streams
 /// are multiplexed over --connections HTTP/2 connections.
+///
+/// Several URLs (the instances of one deployment) share the streams, stream i on URL
+/// i mod K, and the increments, in turn; give each server's PID with --server-pid to
+/// have their costs summed, and the store's (Redis) with --store-pid.
 #[derive(Debug, Parser)]
 #[command(name = "sse-bench", version)]
 struct Cli {
-    /// The stream's URL, http:// or https://; only loopback (127.x.y.z, localhost) is
-    /// accepted.
-    url: String,
+    /// The stream's URL, http:// or https://, or several; only loopback (127.x.y.z,
+    /// localhost) is accepted.
+    #[arg(required = true)]
+    urls: Vec<String>,
     /// Multiplex the streams over HTTP/2 (ALPN `h2`; needs an https:// URL).
     #[arg(long)]
     http2: bool,
@@ -79,8 +86,13 @@ struct Cli {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     procs: u32,
     /// The server's PID: adds its CPU per event and memory per stream (from /proc).
+    /// Repeat it for several servers: the figures are their sums.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// The PID of the store the servers share (Redis): adds its CPU over the window
+    /// and per increment taken in it (from /proc).
+    #[arg(long)]
+    store_pid: Option<u32>,
     /// The tick interval the URL asks for, in ms, for the expected event rate (read
     /// from `interval_ms=` in the URL when not given).
     #[arg(long)]
@@ -91,10 +103,11 @@ struct Cli {
     #[arg(long)]
     kind: Option<StreamKind>,
     /// Increments per second to `POST` to --publish-path once the streams are open, until
-    /// the window ends (0: none; the server changes the counter by itself).
+    /// the window ends (0: none; the server changes the counter by itself), to each
+    /// URL's server in turn.
     #[arg(long, default_value_t = 0.0)]
     publish_rate: f64,
-    /// The path that increments the shared counter, on the URL's server.
+    /// The path that increments the shared counter, on the URLs' servers.
     #[arg(long, default_value = shared::paths::SHARED_INCREMENT)]
     publish_path: String,
     /// Print the report as JSON instead of a table.
@@ -112,17 +125,17 @@ impl Cli {
     /// `connections` is this process's share of the HTTP/2 connections.
     fn load_config(
         &self,
-        target: Target,
+        targets: Vec<Target>,
         streams: u64,
         connections: u64,
         first_index: u64,
     ) -> anyhow::Result<LoadConfig> {
         Ok(LoadConfig {
-            kind: self.stream_kind(&target),
-            transport: LoadConfig::transport_for(&target, self.http2)?,
+            kind: self.stream_kind(&targets[0]),
+            transport: LoadConfig::transport_for(&targets, self.http2)?,
             connections,
             h2_stream_window: self.h2_stream_window,
-            target,
+            targets,
             streams,
             ramp_per_sec: self.ramp / f64::from(self.procs),
             first_index,
@@ -184,9 +197,14 @@ impl Cli {
     }
 }
 
+/// The URLs as targets; the first gives the stream kind and the tick rate.
+fn targets(urls: &[String]) -> anyhow::Result<Vec<Target>> {
+    urls.iter().map(|u| Target::parse(u)).collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target::parse(&cli.url)?;
+    let targets = targets(&cli.urls)?;
     ensure!(
         cli.ramp >= 0.0 && cli.ramp.is_finite(),
         "--ramp must be 0 or more"
@@ -205,7 +223,7 @@ fn main() -> anyhow::Result<()> {
         u64::from(cli.procs) <= cli.streams,
         "--procs may not exceed --streams"
     );
-    let transport = LoadConfig::transport_for(&target, cli.http2)?;
+    let transport = LoadConfig::transport_for(&targets, cli.http2)?;
     // A worker is given its share of the connections, which may be below --procs.
     if transport == Transport::Http2 && !cli.worker {
         ensure!(
@@ -246,9 +264,9 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     });
     if cli.worker {
-        return rt.block_on(worker(&cli, target));
+        return rt.block_on(worker(&cli, targets));
     }
-    let report = rt.block_on(parent(&cli, target))?;
+    let report = rt.block_on(parent(&cli, targets))?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -259,9 +277,9 @@ fn main() -> anyhow::Result<()> {
 
 /// A worker: opens its share, says `ready`, reads the window from stdin, prints its
 /// figures as one JSON line.
-async fn worker(cli: &Cli, target: Target) -> anyhow::Result<()> {
+async fn worker(cli: &Cli, targets: Vec<Target>) -> anyhow::Result<()> {
     let load = Load::open(
-        cli.load_config(target, cli.streams, cli.connections(), cli.first_index)?,
+        cli.load_config(targets, cli.streams, cli.connections(), cli.first_index)?,
         cli.settle_limit(),
     )
     .await?;
@@ -289,17 +307,22 @@ fn parse_window_line(line: &str) -> Option<Window> {
     })
 }
 
-async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
-    let before = cli.server_pid.map(procfs::sample).transpose()?;
-    let transport = LoadConfig::transport_for(&target, cli.http2)?;
+async fn parent(cli: &Cli, targets: Vec<Target>) -> anyhow::Result<Report> {
+    let before = cli
+        .server_pid
+        .iter()
+        .map(|&pid| procfs::sample(pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let transport = LoadConfig::transport_for(&targets, cli.http2)?;
     let over = match transport {
         Transport::Http2 => format!("over {} HTTP/2 connections", cli.connections()),
         other => format!("over {}", other.label()),
     };
+    let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
     eprintln!(
         "sse-bench: opening {} streams to {} {over} at {} ({} process{})",
         cli.streams,
-        target.url,
+        urls.join(" and "),
         if cli.ramp > 0.0 {
             format!("{}/s", cli.ramp)
         } else {
@@ -309,13 +332,13 @@ async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
         if cli.procs == 1 { "" } else { "es" }
     );
     let publisher = (cli.publish_rate > 0.0).then(|| PublishConfig {
-        target: target.clone(),
+        targets: targets.clone(),
         path: cli.publish_path.clone(),
         rate: cli.publish_rate,
     });
     let (result, window, samples, published) = if cli.procs == 1 {
         let load = Load::open(
-            cli.load_config(target.clone(), cli.streams, cli.connections(), 0)?,
+            cli.load_config(targets.clone(), cli.streams, cli.connections(), 0)?,
             cli.settle_limit(),
         )
         .await?;
@@ -323,69 +346,104 @@ async fn parent(cli: &Cli, target: Target) -> anyhow::Result<Report> {
         let window = cli.window();
         let (result, samples, published) = tokio::join!(
             load.measure(window),
-            sample_server(cli, window),
+            sample_processes(cli, window),
             publish_until(publisher.as_ref(), window)
         );
         (result, window, samples?, published)
     } else {
         with_workers(cli, publisher.as_ref()).await?
     };
-    let server = match (cli.server_pid, before, samples) {
-        (Some(pid), Some(before), Some((start, mid, end))) => {
-            let cpu = end.cpu_us_since(&start);
-            let open = result.open_at_window_end;
-            Some(ServerFigures {
-                pid,
-                cpu_us_window: cpu,
-                cpu_us_per_event: (result.events_in_window > 0)
-                    .then(|| cpu / result.events_in_window as f64),
-                cpu_cores: cpu / 1e6 / window.secs(),
-                rss_before_kib: before.rss_kib,
-                rss_steady_kib: mid.rss_kib,
-                rss_per_stream_bytes: (open > 0)
-                    .then(|| (mid.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / open as f64),
-            })
+    let server = (!samples.servers.is_empty()).then(|| {
+        let cpu: f64 = samples
+            .servers
+            .iter()
+            .map(|(start, _, end)| end.cpu_us_since(start))
+            .sum();
+        let rss_before: u64 = before.iter().map(|b| b.rss_kib).sum();
+        let rss_steady: u64 = samples.servers.iter().map(|(_, mid, _)| mid.rss_kib).sum();
+        let open = result.open_at_window_end;
+        ServerFigures {
+            pid: cli.server_pid[0],
+            processes: samples.servers.len() as u32,
+            cpu_us_window: cpu,
+            cpu_us_per_event: (result.events_in_window > 0)
+                .then(|| cpu / result.events_in_window as f64),
+            cpu_cores: cpu / 1e6 / window.secs(),
+            rss_before_kib: rss_before,
+            rss_steady_kib: rss_steady,
+            rss_per_stream_bytes: (open > 0)
+                .then(|| (rss_steady as f64 - rss_before as f64) * 1024.0 / open as f64),
         }
-        _ => None,
-    };
+    });
+    let store = cli.store_pid.zip(samples.store).map(|(pid, (start, end))| {
+        let cpu = end.cpu_us_since(&start);
+        let increments = published.as_ref().map_or(0, |p| p.ok_in_window);
+        StoreFigures {
+            pid,
+            cpu_us_window: cpu,
+            cpu_us_ticks_window: end.cpu_us_ticks.saturating_sub(start.cpu_us_ticks) as f64,
+            cpu_us_per_increment: (increments > 0).then(|| cpu / increments as f64),
+        }
+    });
     let mut report = Report::new(
-        &target.url,
-        cli.stream_kind(&target),
+        &urls.join(" "),
+        cli.stream_kind(&targets[0]),
         cli.procs,
         &result,
         window.secs(),
-        cli.tick_rate(&target),
+        cli.tick_rate(&targets[0]),
         server,
     );
     report.transport = transport;
     report.publish = published;
+    report.store = store;
     Ok(report)
 }
 
 /// Publishes from now until the window ends, when there is a publisher.
 async fn publish_until(cfg: Option<&PublishConfig>, window: Window) -> Option<PublishFigures> {
-    Some(publish(cfg?, window.end_us).await)
+    Some(publish(cfg?, window).await)
 }
 
-/// The server at the window's start, middle and end (CPU from start to end, memory in
-/// the middle, away from the opening and the closing).
-async fn sample_server(
-    cli: &Cli,
-    window: Window,
-) -> anyhow::Result<Option<(ProcSample, ProcSample, ProcSample)>> {
-    let Some(pid) = cli.server_pid else {
-        return Ok(None);
+/// The processes measured, looked at over the window.
+#[derive(Debug, Default)]
+struct Samples {
+    /// Each server's at the window's start, middle and end (CPU from start to end,
+    /// memory in the middle, away from the opening and the closing), in the order of
+    /// `--server-pid`.
+    servers: Vec<(ProcSample, ProcSample, ProcSample)>,
+    /// The store's at the window's start and end.
+    store: Option<(ProcSample, ProcSample)>,
+}
+
+/// Samples the servers and the store over the window; nothing when no PID was given.
+async fn sample_processes(cli: &Cli, window: Window) -> anyhow::Result<Samples> {
+    if cli.server_pid.is_empty() && cli.store_pid.is_none() {
+        return Ok(Samples::default());
+    }
+    let servers = || -> anyhow::Result<Vec<ProcSample>> {
+        cli.server_pid
+            .iter()
+            .map(|&pid| procfs::sample(pid))
+            .collect()
     };
+    let store = || cli.store_pid.map(procfs::sample).transpose();
     tokio::time::sleep(Window::until(window.start_us)).await;
-    let start = procfs::sample(pid)?;
+    let (start, store_start) = (servers()?, store()?);
     tokio::time::sleep(Window::until(window.start_us / 2 + window.end_us / 2)).await;
-    let mid = procfs::sample(pid)?;
+    let mid = servers()?;
     tokio::time::sleep(Window::until(window.end_us)).await;
-    let end = procfs::sample(pid)?;
-    Ok(Some((start, mid, end)))
+    let (end, store_end) = (servers()?, store()?);
+    Ok(Samples {
+        servers: start
+            .into_iter()
+            .zip(mid)
+            .zip(end)
+            .map(|((s, m), e)| (s, m, e))
+            .collect(),
+        store: store_start.zip(store_end),
+    })
 }
-
-type Samples = Option<(ProcSample, ProcSample, ProcSample)>;
 
 /// Runs the load in `--procs` worker processes and merges their figures; the publisher,
 /// when there is one, runs here.
@@ -408,7 +466,7 @@ async fn with_workers(
                 .args(["--connections", &conn_share.to_string()])
                 .args(["--h2-stream-window", &cli.h2_stream_window.to_string()]);
         }
-        cmd.arg(&cli.url)
+        cmd.args(&cli.urls)
             .args(["--streams", &share.to_string()])
             .args(["--ramp", &cli.ramp.to_string()])
             .args(["--procs", &cli.procs.to_string()])
@@ -420,7 +478,7 @@ async fn with_workers(
             .args(["--duration", &cli.duration.to_string()])
             .args([
                 "--kind",
-                kind_arg(cli.stream_kind(&Target::parse(&cli.url)?)),
+                kind_arg(cli.stream_kind(&Target::parse(&cli.urls[0])?)),
             ])
             .arg("--worker")
             .stdin(Stdio::piped())
@@ -467,7 +525,7 @@ async fn with_workers(
     };
     let (merged, samples, published) = tokio::join!(
         collect,
-        sample_server(cli, window),
+        sample_processes(cli, window),
         publish_until(publisher, window)
     );
     Ok((merged?, window, samples?, published))
@@ -513,8 +571,27 @@ mod tests {
     #[test]
     fn the_tick_rate_is_read_from_the_url() {
         let cli = Cli::parse_from(["sse-bench", "http://127.0.0.1:1/x?count=5&interval_ms=250"]);
-        let target = Target::parse(&cli.url).unwrap();
+        let target = Target::parse(&cli.urls[0]).unwrap();
         assert_eq!(cli.tick_rate(&target), Some(4.0));
+    }
+
+    #[test]
+    fn several_urls_and_server_pids_are_taken_the_store_pid_once() {
+        let cli = Cli::parse_from([
+            "sse-bench",
+            "http://127.0.0.1:1/api/shared",
+            "http://127.0.0.1:2/api/shared",
+            "--server-pid",
+            "10",
+            "--server-pid",
+            "11",
+            "--store-pid",
+            "12",
+        ]);
+        assert_eq!(cli.urls.len(), 2);
+        assert_eq!(cli.server_pid, [10, 11]);
+        assert_eq!(cli.store_pid, Some(12));
+        assert!(Cli::try_parse_from(["sse-bench", "--streams", "1"]).is_err());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The harness of the real-browser tests: chromedriver and a headless Chromium session
 //! (fantoccini), the real `sse-counter` binary serving the real trunk-built page over
-//! HTTP or HTTPS, optionally behind the test support's TCP proxy, and what a scenario
-//! does with them: open tabs, read and wait for the page's `data-testid` elements,
-//! record what an element showed over time, take screenshots.
+//! HTTP or HTTPS, optionally behind the test support's TCP proxy, or several instances
+//! sharing the counter through a real Redis behind a real nginx that serves the page
+//! over HTTPS ([`Cluster`]); and what a scenario does with them: open tabs, read and
+//! wait for the page's `data-testid` elements, record what an element showed over time,
+//! take screenshots.
 
 use crate::support::binary::{launch, Binary, Launch, START_LIMIT};
+use crate::support::cluster::{Nginx, Redis};
 use crate::support::http::send_within;
 use crate::support::prom::Scrape;
 use crate::support::proxy::Proxy;
@@ -155,8 +158,9 @@ pub enum Scheme {
     Https,
 }
 
-/// What a scenario needs: the scheme, the server's flags beyond the harness's own, and
-/// whether the browser goes through a [`Proxy`].
+/// What a scenario needs: the scheme, the server's flags beyond the harness's own,
+/// whether the browser goes through a [`Proxy`], and whether one server or a
+/// [`Cluster`] serves it.
 #[derive(Debug, Clone)]
 pub struct Setup {
     scheme: Scheme,
@@ -164,6 +168,8 @@ pub struct Setup {
     proxied: bool,
     /// Whether this scenario's pictures go to the screenshot directory.
     screenshots: bool,
+    /// `Some(n)`: n instances on Redis behind nginx instead of one server.
+    instances: Option<usize>,
 }
 
 impl Setup {
@@ -173,6 +179,18 @@ impl Setup {
             args: Vec::new(),
             proxied: false,
             screenshots: true,
+            instances: None,
+        }
+    }
+
+    /// `instances` servers sharing the counter through Redis, behind nginx with
+    /// `deploy/nginx.conf`: the browser opens nginx over HTTPS (HTTP/2), nginx serves
+    /// the page and passes the API to the instances over plain HTTP/1.1.
+    pub fn cluster(instances: usize) -> Setup {
+        assert!(instances > 0, "a cluster needs an instance");
+        Setup {
+            instances: Some(instances),
+            ..Setup::new(Scheme::Https)
         }
     }
 
@@ -190,6 +208,10 @@ impl Setup {
 
     /// The browser talks to the server through a [`Proxy`] ([`Harness::proxy`]).
     pub fn proxied(mut self) -> Setup {
+        assert!(
+            self.instances.is_none(),
+            "a cluster has nginx in front, not a proxy"
+        );
         self.proxied = true;
         self
     }
@@ -201,7 +223,9 @@ impl Setup {
         self
     }
 
-    /// How the binary is started; a restart uses the same, on the same port.
+    /// How the binary is started; a restart uses the same, on the same port. An
+    /// instance of a cluster is reached over plain HTTP (nginx holds the TLS), and is
+    /// given its Redis with [`Setup::instance_launch`].
     fn launch(&self) -> Launch {
         let mut launch = launch()
             .args(["--retry-ms", "200"])
@@ -213,10 +237,16 @@ impl Setup {
             .arg(dist_dir())
             .args(&self.args)
             .env("SSE_COUNTER_LOG", "info");
-        if self.scheme == Scheme::Https {
+        if self.scheme == Scheme::Https && self.instances.is_none() {
             launch = launch.arg("--tls-self-signed");
         }
         launch
+    }
+
+    /// How an instance of a cluster is started: as [`Setup::launch`] says, its shared
+    /// counter in Redis at `redis_url`.
+    fn instance_launch(&self, redis_url: &str) -> Launch {
+        self.launch().args(["--redis-url", redis_url])
     }
 }
 
@@ -241,22 +271,96 @@ async fn start_server(launch: Launch) -> (Binary, Scrape) {
     (server, prom)
 }
 
+/// Several instances of the binary sharing the counter through a real `redis-server`,
+/// behind a real nginx (`deploy/nginx.conf`) that serves the built page over HTTPS and
+/// passes the API on to them. Every process stops when this is dropped, whatever the
+/// outcome (nginx with SIGTERM, the others killed), nginx first and Redis last.
+pub struct Cluster {
+    pub nginx: Nginx,
+    /// Each instance with the scrape of its metrics, in the order nginx lists them.
+    pub instances: Vec<(Binary, Scrape)>,
+    pub redis: Redis,
+}
+
+impl Cluster {
+    /// Starts Redis, `n` instances of `setup`'s binary on it, and nginx in front of
+    /// them serving the built page; returns once every instance has read Redis.
+    async fn start(setup: &Setup, n: usize) -> Cluster {
+        let redis = Redis::start().await;
+        let mut instances = Vec::new();
+        for _ in 0..n {
+            instances.push(start_server(setup.instance_launch(&redis.url())).await);
+        }
+        for (_, prom) in &instances {
+            prom.wait_for("sse_shared_store_up", 1.0).await;
+        }
+        let addrs: Vec<SocketAddr> = instances.iter().map(|(b, _)| b.addr).collect();
+        let nginx = Nginx::serving(&addrs, &dist_dir()).await;
+        Cluster {
+            nginx,
+            instances,
+            redis,
+        }
+    }
+
+    /// Each instance's `sse_shared_subscribers`, read once they add up to `total`
+    /// (a stream that a tab closed is noticed by its instance a moment later).
+    pub async fn subscribers(&self, total: f64) -> Vec<f64> {
+        poll_until(
+            WAIT,
+            &format!("{total} shared subscribers over the instances"),
+            async || {
+                let mut each = Vec::new();
+                for (_, prom) in &self.instances {
+                    each.push(prom.metric("sse_shared_subscribers").await);
+                }
+                if each.iter().sum::<f64>() == total {
+                    Ok(each)
+                } else {
+                    Err(each)
+                }
+            },
+        )
+        .await
+    }
+
+    /// The same metric of every instance, in order.
+    pub async fn metric(&self, name: &str) -> Vec<f64> {
+        let mut each = Vec::new();
+        for (_, prom) in &self.instances {
+            each.push(prom.metric(name).await);
+        }
+        each
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The instances print their own logs when a test fails; nginx's is in a file.
+        if std::thread::panicking() {
+            eprintln!("--- nginx error log ---\n{}", self.nginx.error_log());
+        }
+    }
+}
+
 /// One tab of the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tab(WindowHandle);
 
 pub struct Harness {
     pub scheme: Scheme,
-    /// `scheme://HOST:PORT` the browser opens: the server's, or the proxy's.
+    /// `scheme://HOST:PORT` the browser opens: the server's, the proxy's or nginx's.
     pub base: String,
     /// How the server was started, for a restart.
     launch: Launch,
-    /// The server; a scenario may take it to stop it.
+    /// The server; a scenario may take it to stop it. `None` with a cluster.
     pub server: Option<Binary>,
-    /// The server's `/metrics`.
-    prom: Scrape,
+    /// The server's `/metrics`; `None` with a cluster (see [`Cluster::metric`]).
+    prom: Option<Scrape>,
     /// Between the browser and the server, when the setup asked for it.
     proxy: Option<Proxy>,
+    /// Redis, the instances and nginx, when the setup asked for a cluster.
+    cluster: Option<Cluster>,
     /// Where screenshots go, if this scenario takes them.
     screenshots: Option<PathBuf>,
     pub client: fantoccini::Client,
@@ -270,18 +374,28 @@ pub struct Harness {
 impl Harness {
     async fn start(setup: Setup) -> Harness {
         let launch = setup.launch();
-        let (server, prom) = start_server(launch.clone()).await;
-        let proxy = if setup.proxied {
-            Some(Proxy::start(server.addr).await)
-        } else {
-            None
-        };
-        let base = match &proxy {
-            Some(p) => {
-                let scheme = server.base.split_once("://").map_or("http", |(s, _)| s);
-                format!("{scheme}://{}", p.addr)
+        let (server, prom, proxy, cluster, base) = match setup.instances {
+            Some(n) => {
+                let cluster = Cluster::start(&setup, n).await;
+                let base = format!("https://{}", cluster.nginx.addr);
+                (None, None, None, Some(cluster), base)
             }
-            None => server.base.clone(),
+            None => {
+                let (server, prom) = start_server(launch.clone()).await;
+                let proxy = if setup.proxied {
+                    Some(Proxy::start(server.addr).await)
+                } else {
+                    None
+                };
+                let base = match &proxy {
+                    Some(p) => {
+                        let scheme = server.base.split_once("://").map_or("http", |(s, _)| s);
+                        format!("{scheme}://{}", p.addr)
+                    }
+                    None => server.base.clone(),
+                };
+                (Some(server), Some(prom), proxy, None, base)
+            }
         };
         let driver = Driver::start().await;
         let profile = TempDir::new("chromium");
@@ -325,9 +439,10 @@ impl Harness {
             scheme: setup.scheme,
             base,
             launch,
-            server: Some(server),
+            server,
             prom,
             proxy,
+            cluster,
             screenshots: screenshot_dir().filter(|_| setup.screenshots),
             client,
             http: crate::support::client(),
@@ -382,6 +497,13 @@ impl Harness {
             .into_iter()
             .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
             .collect()
+    }
+
+    /// Redis, the instances and nginx.
+    pub fn cluster(&self) -> &Cluster {
+        self.cluster
+            .as_ref()
+            .expect("the scenario's setup has no cluster")
     }
 
     /// The proxy between the browser and the server.
@@ -600,12 +722,19 @@ impl Harness {
 
     // --- The server ---------------------------------------------------------------------
 
+    /// The one server's metrics (a cluster's are [`Cluster::metric`]).
+    fn prom(&self) -> &Scrape {
+        self.prom
+            .as_ref()
+            .expect("one server's metrics: with a cluster, ask Harness::cluster")
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
-        self.prom.metric(name).await
+        self.prom().metric(name).await
     }
 
     pub async fn wait_metric(&self, name: &str, want: f64) {
-        self.prom.wait_for(name, want).await
+        self.prom().wait_for(name, want).await
     }
 
     pub fn server(&self) -> &Binary {
@@ -649,7 +778,7 @@ impl Harness {
         let (server, prom) = start_server(launch).await;
         assert_eq!(server.addr, addr);
         self.server = Some(server);
-        self.prom = prom;
+        self.prom = Some(prom);
     }
 
     // --- Screenshots --------------------------------------------------------------------

@@ -3,17 +3,21 @@
 //! about: EventSource reconnects by itself after an error, and the page stops that by
 //! closing on error or on the `end` event ([`counter`], over HTTP and HTTPS); the shared
 //! counter's stream comes back by itself after a drop, a refusal, a restart or a
-//! silence ([`shared`]); and HTTP/1.1 holds a seventh stream of one origin back where
-//! HTTP/2 does not ([`tabs`]).
+//! silence ([`shared`]); HTTP/1.1 holds a seventh stream of one origin back where
+//! HTTP/2 does not ([`tabs`]); and behind nginx over HTTPS, two tabs whose streams are
+//! on different instances sharing the counter through Redis see each other's `+1`
+//! ([`cluster`]).
 //!
-//! Needs the page built (`cargo xtask test` builds it; or `trunk build --release`) and
-//! Debian's `chromium` and `chromium-driver` (`cargo xtask test` installs them). With
-//! `SSE_COUNTER_SCREENSHOTS` set to a directory, the scenarios also take the README's
-//! screenshots (`cargo xtask screenshots`).
+//! Needs the page built (`cargo xtask test` builds it; or `trunk build --release`),
+//! Debian's `chromium` and `chromium-driver`, and for [`cluster`] `redis-server` and
+//! `nginx` (`cargo xtask test` installs them all). With `SSE_COUNTER_SCREENSHOTS` set to
+//! a directory, the scenarios also take the README's screenshots
+//! (`cargo xtask screenshots`).
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cluster;
 mod counter;
 mod harness;
 mod shared;

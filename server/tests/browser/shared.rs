@@ -9,7 +9,7 @@ use crate::support::poll_until;
 
 /// Loads `path` in the current tab, records what the panel's value and state show,
 /// joins, and waits for the stream to open.
-async fn join(h: &Harness, path: &str) {
+pub(crate) async fn join(h: &Harness, path: &str) {
     h.load(path).await;
     h.observe("shared-value").await;
     h.observe("shared-state").await;

@@ -236,7 +236,15 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// nginx in front of `instances`, serving no page (the tests that use this look at
+    /// the API only).
     pub async fn start(instances: &[SocketAddr]) -> Nginx {
+        Nginx::serving(instances, &super::no_page_dir()).await
+    }
+
+    /// nginx in front of `instances`, serving the built page in `page_dir` as the
+    /// deployment does (the browser tests).
+    pub async fn serving(instances: &[SocketAddr], page_dir: &Path) -> Nginx {
         let program = require("nginx", "nginx");
         let dir = TempDir::new("nginx");
         let (source, _) = server::serve::tls::self_signed().expect("a self-signed certificate");
@@ -248,7 +256,7 @@ impl Nginx {
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let conf = render_nginx(addr, instances, dir.path());
+            let conf = render_nginx(addr, instances, page_dir, dir.path());
             std::fs::write(dir.path().join("nginx.conf"), conf).expect("write nginx.conf");
             let mut child = Command::new(&program)
                 .arg("-p")
@@ -395,8 +403,14 @@ impl Drop for Nginx {
     }
 }
 
-/// `deploy/nginx.conf` with its `${NAME}` placeholders filled in.
-pub fn render_nginx(listen: SocketAddr, instances: &[SocketAddr], dir: &Path) -> String {
+/// `deploy/nginx.conf` with its `${NAME}` placeholders filled in: `page_dir` is the
+/// page it serves, `dir` its own directory.
+pub fn render_nginx(
+    listen: SocketAddr,
+    instances: &[SocketAddr],
+    page_dir: &Path,
+    dir: &Path,
+) -> String {
     let template = std::fs::read_to_string(Path::new(DEPLOY).join("nginx.conf"))
         .expect("read deploy/nginx.conf");
     let servers: Vec<String> = instances
@@ -409,7 +423,7 @@ pub fn render_nginx(listen: SocketAddr, instances: &[SocketAddr], dir: &Path) ->
         .replace("${INSTANCES}", &servers.join("\n        "))
         .replace("${CERT}", &format!("{dir}/cert.pem"))
         .replace("${KEY}", &format!("{dir}/key.pem"))
-        .replace("${STATIC_DIR}", &super::no_page_dir().display().to_string())
+        .replace("${STATIC_DIR}", &page_dir.display().to_string())
         .replace("${RUN_DIR}", &dir);
     let unfilled = conf.lines().find(|l| l.contains("${"));
     assert!(

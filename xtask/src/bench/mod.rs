@@ -6,12 +6,15 @@
 //! `scenarios` holds the load shapes, `peers` the servers and how each starts,
 //! `targets` what sse-counter is held to, `report` the page made from the typed
 //! reports that sse-bench and the floor print, `chart` the picture; `http2` is the
-//! scenario of sse-counter alone over HTTP/1.1, HTTPS and HTTP/2, with its targets.
+//! scenario of sse-counter alone over HTTP/1.1, HTTPS and HTTP/2, and `cluster` that of
+//! instances sharing the counter through Redis next to one on the embedded store, each
+//! with its targets.
 //!
 //! `--only NAME` runs some of the scenarios and writes its page to `target/bench/`,
 //! leaving `docs/benchmarks.md` to full runs.
 
 mod chart;
+mod cluster;
 mod http2;
 mod peers;
 mod report;
@@ -39,8 +42,8 @@ pub struct Args {
     #[arg(long)]
     repeats: Option<usize>,
     /// Run only these scenarios (repeat the flag or separate with commas: `10 Hz`,
-    /// `1 Hz`, `most held`, `burst`, `fan-out`, `http2`), and write the page to
-    /// target/bench/benchmarks.md instead of docs/, which only a full run writes.
+    /// `1 Hz`, `most held`, `burst`, `fan-out`, `http2`, `cluster`), and write the page
+    /// to target/bench/benchmarks.md instead of docs/, which only a full run writes.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -57,6 +60,8 @@ pub struct Results {
     not_run: Vec<(usize, PeerId, String)>,
     /// The `http2` scenario, when it ran.
     pub http2: Option<http2::Outcome>,
+    /// The `cluster` scenario, when it ran.
+    pub cluster: Option<cluster::Outcome>,
 }
 
 impl Results {
@@ -69,6 +74,7 @@ impl Results {
             failures: Vec::new(),
             not_run: Vec::new(),
             http2: None,
+            cluster: None,
         }
     }
 
@@ -141,10 +147,17 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             format!(" --only '{}'", args.only.join(","))
         }
     );
-    let (plan, http2_plan) = select(args.quick, &args.only)?;
-    // Express runs in every scenario but `http2`.
+    let Selection {
+        scenarios: plan,
+        http2: http2_plan,
+        cluster: cluster_plan,
+    } = select(args.quick, &args.only)?;
+    // Express runs in every scenario but `http2` and `cluster`.
     if !plan.is_empty() {
         peers::express_installed()?;
+    }
+    if cluster_plan.is_some() {
+        crate::setup::cluster_tools()?;
     }
     step("building the servers and the load generator (release)");
     run(cargo().args(["build", "--release", "-p", "server", "-p", "bench"]))?;
@@ -199,6 +212,17 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             &mut results.failures,
         ));
     }
+    if let Some(cl) = cluster_plan {
+        step(cl.title());
+        results.cluster = Some(cluster::run(
+            &root,
+            cl,
+            repeats,
+            &logs,
+            nofile,
+            &mut results.failures,
+        ));
+    }
     let took = started.elapsed();
     let meta = Meta {
         command,
@@ -219,6 +243,11 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         "http2": results.http2.as_ref().map(|o| serde_json::json!({
             "scenario": o.plan.title(),
             "transports": http2::TRANSPORTS,
+            "runs": o.runs,
+        })),
+        "cluster": results.cluster.as_ref().map(|o| serde_json::json!({
+            "scenario": o.plan.title(),
+            "sides": ["embedded", "redis"],
             "runs": o.runs,
         })),
     });
@@ -253,13 +282,30 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a run measures: the scenarios against every peer, and the scenarios of
+/// sse-counter alone that have tables of their own.
+#[derive(Debug, PartialEq)]
+struct Selection {
+    scenarios: Vec<Scenario>,
+    http2: Option<http2::Plan>,
+    cluster: Option<cluster::Plan>,
+}
+
 /// The scenarios to run: every one, or those `--only` names.
-fn select(quick: bool, only: &[String]) -> anyhow::Result<(Vec<Scenario>, Option<http2::Plan>)> {
+fn select(quick: bool, only: &[String]) -> anyhow::Result<Selection> {
     let all = scenarios::scenarios(quick);
     if only.is_empty() {
-        return Ok((all, Some(http2::plan(quick))));
+        return Ok(Selection {
+            scenarios: all,
+            http2: Some(http2::plan(quick)),
+            cluster: Some(cluster::plan(quick)),
+        });
     }
-    let known: Vec<&str> = all.iter().map(|s| s.name).chain([http2::NAME]).collect();
+    let known: Vec<&str> = all
+        .iter()
+        .map(|s| s.name)
+        .chain([http2::NAME, cluster::NAME])
+        .collect();
     for name in only {
         anyhow::ensure!(
             known.contains(&name.as_str()),
@@ -268,10 +314,11 @@ fn select(quick: bool, only: &[String]) -> anyhow::Result<(Vec<Scenario>, Option
         );
     }
     let wanted = |name: &str| only.iter().any(|o| o == name);
-    Ok((
-        all.into_iter().filter(|s| wanted(s.name)).collect(),
-        wanted(http2::NAME).then(|| http2::plan(quick)),
-    ))
+    Ok(Selection {
+        scenarios: all.into_iter().filter(|s| wanted(s.name)).collect(),
+        http2: wanted(http2::NAME).then(|| http2::plan(quick)),
+        cluster: wanted(cluster::NAME).then(|| cluster::plan(quick)),
+    })
 }
 
 /// Raises this process's open-files soft limit to the hard limit, which the servers and
@@ -430,6 +477,7 @@ pub(crate) mod tests {
         };
         let server = ServerFigures {
             pid: 1,
+            processes: 1,
             cpu_us_window: 1.0,
             cpu_us_per_event: Some(1.0),
             cpu_cores: 0.1,
@@ -452,19 +500,25 @@ pub(crate) mod tests {
 
     #[test]
     fn only_selects_scenarios_by_name_and_refuses_unknown_ones() {
-        let (plan, h2) = select(true, &[]).unwrap();
-        assert_eq!(plan, scenarios::scenarios(true));
-        assert_eq!(h2, Some(http2::plan(true)));
-        let (plan, h2) = select(true, &["http2".into()]).unwrap();
-        assert!(plan.is_empty());
-        assert_eq!(h2.map(|p| p.connections), Some(4));
-        let (plan, h2) = select(false, &["1 Hz".into(), "burst".into()]).unwrap();
-        let names: Vec<_> = plan.iter().map(|s| s.name).collect();
+        let all = select(true, &[]).unwrap();
+        assert_eq!(all.scenarios, scenarios::scenarios(true));
+        assert_eq!(all.http2, Some(http2::plan(true)));
+        assert_eq!(all.cluster, Some(cluster::plan(true)));
+        let h2 = select(true, &["http2".into()]).unwrap();
+        assert!(h2.scenarios.is_empty());
+        assert_eq!(h2.http2.map(|p| p.connections), Some(4));
+        assert_eq!(h2.cluster, None);
+        let cl = select(true, &["cluster".into()]).unwrap();
+        assert!(cl.scenarios.is_empty());
+        assert_eq!(cl.http2, None);
+        assert_eq!(cl.cluster.map(|p| p.scenario.streams), Some(1_000));
+        let some = select(false, &["1 Hz".into(), "burst".into()]).unwrap();
+        let names: Vec<_> = some.scenarios.iter().map(|s| s.name).collect();
         assert_eq!(names, ["1 Hz", "burst"]);
-        assert_eq!(h2, None);
+        assert_eq!((some.http2, some.cluster), (None, None));
         let err = select(true, &["h2".into()]).unwrap_err().to_string();
         assert!(
-            err.contains("no such scenario") && err.contains("http2"),
+            err.contains("no such scenario") && err.contains("http2") && err.contains("cluster"),
             "{err}"
         );
     }

@@ -220,7 +220,12 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     writeln!(md, "| target | sse-counter measured | status |")?;
     writeln!(md, "| --- | --- | --- |")?;
     let http2_rows = res.http2.iter().flat_map(super::http2::target_rows);
-    for row in targets::rows(plan, res).into_iter().chain(http2_rows) {
+    let cluster_rows = res.cluster.iter().flat_map(super::cluster::target_rows);
+    for row in targets::rows(plan, res)
+        .into_iter()
+        .chain(http2_rows)
+        .chain(cluster_rows)
+    {
         writeln!(md, "| {} | {} | {} |", row.target, row.measured, row.status)?;
     }
     writeln!(md)?;
@@ -237,6 +242,9 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     }
     if let Some(outcome) = &res.http2 {
         super::http2::section(&mut md, outcome)?;
+    }
+    if let Some(outcome) = &res.cluster {
+        super::cluster::section(&mut md, outcome)?;
     }
     if !res.failures.is_empty() {
         writeln!(md, "## Runs that failed\n")?;

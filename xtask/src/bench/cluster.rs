@@ -1,0 +1,709 @@
+//! The `cluster` scenario (issue 12): what sharing the counter through Redis costs.
+//! Two instances on one Redis with 5,000 subscribers each, next to one instance on the
+//! embedded store with all 10,000, both driven at 10 increments a second by sse-bench.
+//! The subscribers connect straight to the instances, not through nginx, so the
+//! difference between the two is what Redis adds: its round trip before the `200`, and
+//! each instance's reader copying the change into its hub. Its target (Redis adds at
+//! most 2 ms to publish-to-delivery latency, p50 and p99) joins the report's targets
+//! table; the table also gives the servers' extra CPU per delivered event and Redis's
+//! own CPU per increment.
+
+use super::peers::{probe, PeerId, PEERS};
+use super::report::{fmt, med, thousands, Figure, CPU, LATENCY_P99_MS};
+use super::scenarios::{Load, Scenario};
+use super::targets::{status, Row};
+use crate::cluster::{Cluster, Options};
+use crate::util::display;
+use ::bench::report::Report;
+use anyhow::Context as _;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The name `--only` selects it by.
+pub const NAME: &str = "cluster";
+
+/// How much Redis may add to publish-to-delivery latency, at p50 and at p99, in ms.
+const ADDED_MS: f64 = 2.0;
+/// The size the target is stated at: instances, and subscribers on each.
+const TARGET_INSTANCES: usize = 2;
+const TARGET_PER_INSTANCE: u64 = 5_000;
+
+/// Flags of every instance on Redis, as `cargo xtask bench` gives the one on the
+/// embedded store (`PEERS`' sse-counter, with its fan-out flags): room for every
+/// stream, and a publish limit per address above the rate sse-bench drives.
+const INSTANCE_ARGS: [&str; 4] = ["--max-streams", "20000", "--publish-rate", "100"];
+
+/// The load, the same on both sides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// All the subscribers (`streams`), the increments (one per `interval_ms`), the
+    /// ramp, warm-up, window and client processes.
+    pub scenario: Scenario,
+    /// Instances sharing the counter through Redis, the subscribers split evenly.
+    pub instances: usize,
+}
+
+impl Plan {
+    pub fn title(&self) -> String {
+        format!(
+            "Redis: {} instances × {} subscribers at {} increments/s, next to one instance on \
+             the embedded store with {}",
+            self.instances,
+            thousands(self.per_instance()),
+            self.scenario.rate(),
+            thousands(self.scenario.streams)
+        )
+    }
+
+    fn per_instance(&self) -> u64 {
+        self.scenario.streams / self.instances as u64
+    }
+}
+
+/// 2 × 5,000 at full size, 2 × 500 with `--quick`.
+pub fn plan(quick: bool) -> Plan {
+    let scenario = Scenario {
+        name: NAME,
+        load: Load::Fanout,
+        streams: TARGET_INSTANCES as u64 * TARGET_PER_INSTANCE,
+        interval_ms: 100,
+        ramp: 2000.0,
+        warmup: 3.0,
+        window: 15.0,
+        // 10,000 client sockets in two processes, as in `fan-out`.
+        procs: 2,
+    };
+    let scenario = if quick {
+        Scenario {
+            streams: 1_000,
+            ramp: 1000.0,
+            warmup: 2.0,
+            window: 5.0,
+            procs: 1,
+            ..scenario
+        }
+    } else {
+        scenario
+    };
+    Plan {
+        scenario,
+        instances: TARGET_INSTANCES,
+    }
+}
+
+/// Where the shared counter lives in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// One instance, the counter in its own process.
+    Embedded,
+    /// The plan's instances, the counter in one Redis.
+    Redis,
+}
+
+/// The sides, in the order each round runs them (and the table's columns).
+pub const SIDES: [Side; 2] = [Side::Embedded, Side::Redis];
+
+impl Side {
+    fn slug(self) -> &'static str {
+        match self {
+            Side::Embedded => "embedded",
+            Side::Redis => "redis",
+        }
+    }
+}
+
+/// What the scenario measured: one report per repeat and side (`None` for a run that
+/// failed), sides in [`SIDES`] order.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    pub runs: [Vec<Option<Report>>; 2],
+}
+
+impl Outcome {
+    pub fn runs(&self, side: Side) -> &[Option<Report>] {
+        &self.runs[column(side)]
+    }
+
+    fn med(&self, side: Side, figure: Figure) -> Option<f64> {
+        med(self.runs(side), figure)
+    }
+
+    /// Redis's figure minus the embedded store's, from the medians.
+    fn added(&self, figure: Figure) -> Option<f64> {
+        Some(self.med(Side::Redis, figure)? - self.med(Side::Embedded, figure)?)
+    }
+}
+
+fn column(side: Side) -> usize {
+    SIDES
+        .iter()
+        .position(|s| *s == side)
+        .expect("every side has a column")
+}
+
+const LATENCY_P50_MS: Figure = Figure {
+    label: "delivery latency p50 (ms)",
+    unit: "ms",
+    get: |r| r.latency_us.p50.map(|us| us as f64 / 1000.0),
+    decimals: 3,
+    ratio: false,
+};
+
+/// Runs the plan `repeats` times, the sides alternating, each on fresh servers (and a
+/// fresh Redis); a run that fails is recorded in `failures` and as `None`.
+pub fn run(
+    root: &Path,
+    plan: Plan,
+    repeats: usize,
+    logs: &Path,
+    nofile: u64,
+    failures: &mut Vec<String>,
+) -> Outcome {
+    let mut runs: [Vec<Option<Report>>; 2] = Default::default();
+    for rep in 1..=repeats {
+        for side in SIDES {
+            let report = match run_one(root, &plan, side, logs, rep, nofile) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let msg = format!("{NAME} on the {} store, run {rep}: {e:#}", side.slug());
+                    crate::util::step(format!("run failed: {msg}"));
+                    failures.push(msg);
+                    None
+                }
+            };
+            runs[column(side)].push(report);
+        }
+    }
+    Outcome { plan, runs }
+}
+
+fn run_one(
+    root: &Path,
+    plan: &Plan,
+    side: Side,
+    logs: &Path,
+    rep: usize,
+    nofile: u64,
+) -> anyhow::Result<Report> {
+    let shared_path = shared::paths::SHARED;
+    match side {
+        Side::Embedded => {
+            let ours = PEERS
+                .iter()
+                .find(|p| p.id == PeerId::Ours)
+                .expect("sse-counter is a peer");
+            let log = logs.join(format!("{NAME}-embedded-{rep}.log"));
+            let server = ours.start(root, &plan.scenario, &log)?;
+            let url = format!("{}{shared_path}", server.base);
+            ready(&server.base)?;
+            let pid = server.child.id();
+            let report = sse_bench(root, plan, &[url], &[pid], None, nofile);
+            drop(server);
+            report.with_context(|| format!("the server's log: {}", shown(root, &log)))
+        }
+        Side::Redis => {
+            let run_dir = logs.join(format!("{NAME}-redis-{rep}"));
+            let options = Options {
+                instances: plan.instances,
+                // Without nginx nothing listens there.
+                listen: ([127, 0, 0, 1], 0).into(),
+                server: root.join("target/release/sse-counter"),
+                // No page is served in a benchmark; the server only warns about it.
+                static_dir: "/nonexistent".into(),
+                run_dir: run_dir.clone(),
+                instance_args: INSTANCE_ARGS.map(str::to_owned).to_vec(),
+                nginx: false,
+            };
+            let cluster = Cluster::start(&options)?;
+            let bases: Vec<String> = cluster
+                .instances
+                .iter()
+                .map(|a| format!("http://{a}"))
+                .collect();
+            for base in &bases {
+                ready(base)?;
+            }
+            let urls: Vec<String> = bases.iter().map(|b| format!("{b}{shared_path}")).collect();
+            let report = sse_bench(
+                root,
+                plan,
+                &urls,
+                &cluster.instance_pids,
+                Some(cluster.redis_pid),
+                nofile,
+            );
+            drop(cluster);
+            report.with_context(|| {
+                format!("the instances' and Redis's logs: {}", shown(root, &run_dir))
+            })
+        }
+    }
+}
+
+/// `path` relative to the project, for messages.
+fn shown(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Waits until the server at `base` serves the shared counter (an instance on Redis
+/// answers 503 until its reader has connected).
+fn ready(base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match probe(base, shared::paths::SHARED) {
+            Ok(()) => return Ok(()),
+            Err(why) if Instant::now() > deadline => {
+                anyhow::bail!("{base} does not serve the shared counter: {why}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// One sse-bench run: the plan's subscribers spread over `urls` (stream i on URL
+/// i mod K), the increments over their servers in turn, the costs of `server_pids`
+/// summed, and the store's when there is one.
+fn sse_bench(
+    root: &Path,
+    plan: &Plan,
+    urls: &[String],
+    server_pids: &[u32],
+    store_pid: Option<u32>,
+    nofile: u64,
+) -> anyhow::Result<Report> {
+    let sc = &plan.scenario;
+    // Each client process holds its share, each server at most all of them: both
+    // within the open-files limit.
+    let streams = sc.streams.min(nofile.saturating_sub(100));
+    // sse-bench's own bound, as for the other scenarios: ramp, two 10 s timeouts,
+    // warm-up, window, and slack.
+    let ramp_secs = streams as f64 / sc.ramp;
+    let duration = (ramp_secs + 21.0 + sc.warmup + sc.window + 10.0).ceil() as u64;
+    let mut cmd = Command::new(root.join("target/release/sse-bench"));
+    cmd.args(urls)
+        .args(["--kind", "shared"])
+        .args(["--publish-rate", &sc.rate().to_string()])
+        .args(["--streams", &streams.to_string()])
+        .args(["--ramp", &sc.ramp.to_string()])
+        .args(["--warmup", &sc.warmup.to_string()])
+        .args(["--window", &sc.window.to_string()])
+        .args(["--procs", &sc.procs.to_string()])
+        .args(["--duration", &duration.to_string()]);
+    for pid in server_pids {
+        cmd.args(["--server-pid", &pid.to_string()]);
+    }
+    if let Some(pid) = store_pid {
+        cmd.args(["--store-pid", &pid.to_string()]);
+    }
+    cmd.arg("--json");
+    eprintln!("$ {}", display(&cmd));
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run sse-bench")?;
+    anyhow::ensure!(out.status.success(), "sse-bench exited with {}", out.status);
+    let report = super::read_report(&out.stdout)?;
+    let publish = report.publish.clone().unwrap_or_default();
+    eprintln!(
+        "  {} server{}: {} established, {} failed, {:.0} events/s, {} gaps, latency p50 {} ms \
+         p99 {} ms, {} µs server CPU/event{}; {} of {} increments taken",
+        server_pids.len(),
+        if server_pids.len() == 1 { "" } else { "s" },
+        report.established,
+        report.failed_total,
+        report.events_per_sec,
+        report.gaps,
+        fmt((LATENCY_P50_MS.get)(&report), 3),
+        fmt((LATENCY_P99_MS.get)(&report), 3),
+        fmt((CPU.get)(&report), 2),
+        report
+            .store
+            .map(|s| format!(
+                ", Redis {} µs CPU/increment",
+                fmt(s.cpu_us_per_increment, 1)
+            ))
+            .unwrap_or_default(),
+        publish.ok,
+        publish.sent,
+    );
+    Ok(report)
+}
+
+const REDIS_CPU_PER_INCREMENT: Figure = Figure {
+    label: "Redis CPU per increment (µs)",
+    unit: "µs",
+    get: |r| r.store?.cpu_us_per_increment,
+    decimals: 1,
+    ratio: false,
+};
+
+/// The scenario's row in the report's targets table.
+pub fn target_rows(outcome: &Outcome) -> Vec<Row> {
+    let plan = &outcome.plan;
+    let at_size = plan.instances >= TARGET_INSTANCES && plan.per_instance() >= TARGET_PER_INSTANCE;
+    let (p50, p99) = (outcome.added(LATENCY_P50_MS), outcome.added(LATENCY_P99_MS));
+    let at = |figure: Figure, side: Side| fmt(outcome.med(side, figure), 2);
+    let measured = format!(
+        "{}: p50 {} ms ({} ms embedded, {} ms on Redis), p99 {} ms ({} ms, {} ms); \
+         {} × {} subscribers",
+        "added by Redis",
+        signed(p50, 2),
+        at(LATENCY_P50_MS, Side::Embedded),
+        at(LATENCY_P50_MS, Side::Redis),
+        signed(p99, 2),
+        at(LATENCY_P99_MS, Side::Embedded),
+        at(LATENCY_P99_MS, Side::Redis),
+        plan.instances,
+        thousands(plan.per_instance()),
+    );
+    let met = p50.zip(p99).map(|(a, b)| a <= ADDED_MS && b <= ADDED_MS);
+    let gap = [("p50", p50), ("p99", p99)]
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let v = v?;
+            (v > ADDED_MS).then(|| format!("{name} +{v:.2} ms, {:.2} ms over", v - ADDED_MS))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    vec![Row {
+        target: format!(
+            "shared counter on Redis, {TARGET_INSTANCES} instances × {} subscribers at 10 \
+             increments/s: publish-to-delivery latency at most {ADDED_MS} ms above one instance \
+             on the embedded store, p50 and p99",
+            thousands(TARGET_PER_INSTANCE)
+        ),
+        measured,
+        status: status(met, gap, at_size),
+    }]
+}
+
+/// `+1.23` or `-0.40`, or `n/a`.
+fn signed(x: Option<f64>, decimals: usize) -> String {
+    x.map_or_else(|| "n/a".into(), |x| format!("{x:+.decimals$}"))
+}
+
+/// The scenario's section of the report: a column per side and Redis's difference.
+pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
+    let plan = &outcome.plan;
+    let sc = &plan.scenario;
+    writeln!(md, "## {}\n", plan.title())?;
+    writeln!(
+        md,
+        "The shared counter in Redis, next to the same load on one instance that keeps it \
+         in its own process: a fresh Redis (`deploy/redis.conf`, `appendfsync always`) and \
+         fresh instances per run, started by `cluster::Cluster` without nginx. The \
+         subscribers connect **straight to the instances, not through nginx**, {} on each, \
+         so the difference is what Redis adds: its round trip (and fsync) before an \
+         increment's `200`, and each instance's reader copying the change into its hub. \
+         sse-bench `POST`s {} increments a second, to each instance in turn; latency is \
+         publish to delivery (the `sent_at_us` stamped by the instance that took the \
+         increment). Server figures are summed over the instances; Redis's CPU is its own \
+         over the window (its housekeeping, and the kernel time of the fsync that \
+         `appendfsync always` makes in its main thread, included), divided by the \
+         increments taken in it. Every subscriber gets the same changes, so the latency \
+         percentiles are those of about {} changes, each seen {} times: in a short window \
+         the p99 is that of its slowest few. {} client process{}, \
+         opened at {}/s, {} s warm-up, {} s steady window.\n",
+        thousands(plan.per_instance()),
+        sc.rate(),
+        (sc.rate() * sc.window).round(),
+        thousands(sc.streams),
+        sc.procs,
+        if sc.procs == 1 { "" } else { "es" },
+        sc.ramp,
+        sc.warmup,
+        sc.window
+    )?;
+    writeln!(
+        md,
+        "| | one instance, embedded store | {} instances on Redis | Redis − embedded |",
+        plan.instances
+    )?;
+    writeln!(md, "| --- | ---: | ---: | ---: |")?;
+    let count = |label: &'static str, get: fn(&Report) -> Option<f64>| Figure {
+        label,
+        unit: "",
+        get,
+        decimals: 0,
+        ratio: false,
+    };
+    let ms = |label: &'static str, get: fn(&Report) -> Option<f64>, decimals| Figure {
+        label,
+        unit: "ms",
+        get,
+        decimals,
+        ratio: false,
+    };
+    // (figure, whether the difference means something)
+    let rows = [
+        (LATENCY_P50_MS, true),
+        (LATENCY_P99_MS, true),
+        (
+            ms(
+                "delivery latency max (ms)",
+                |r| r.latency_us.max.map(|us| us as f64 / 1000.0),
+                1,
+            ),
+            true,
+        ),
+        (
+            Figure {
+                label: "server CPU per delivered event (µs, all instances)",
+                ..CPU
+            },
+            true,
+        ),
+        (
+            Figure {
+                label: "server cores busy (all instances)",
+                unit: "",
+                get: |r| Some(r.server?.cpu_cores),
+                decimals: 2,
+                ratio: false,
+            },
+            true,
+        ),
+        (REDIS_CPU_PER_INCREMENT, false),
+        (
+            Figure {
+                label: "Redis CPU over the window (ms; by utime+stime)",
+                unit: "ms",
+                get: |r| Some(r.store?.cpu_us_window / 1000.0),
+                decimals: 1,
+                ratio: false,
+            },
+            false,
+        ),
+        (
+            count("increments taken in the window", |r| {
+                Some(r.publish.as_ref()?.ok_in_window as f64)
+            }),
+            false,
+        ),
+        (count("established", |r| Some(r.established as f64)), false),
+        (count("failed", |r| Some(r.failed_total as f64)), false),
+        (
+            count("events/s in window", |r| Some(r.events_per_sec)),
+            false,
+        ),
+        (
+            count("events/s expected", |r| r.expected_events_per_sec),
+            false,
+        ),
+        (count("gaps", |r| Some(r.gaps as f64)), false),
+        (count("repeats", |r| Some(r.repeats as f64)), false),
+        (count("resets", |r| Some(r.resets as f64)), false),
+    ];
+    for (row, diff) in rows {
+        let mut line = format!("| {}", row.label);
+        for side in SIDES {
+            let mut cell = fmt(outcome.med(side, row), row.decimals);
+            // Redis's CPU by the clock ticks beside the precise figure.
+            if row.label.starts_with("Redis CPU over") && side == Side::Redis {
+                let ticks = Figure {
+                    get: |r| Some(r.store?.cpu_us_ticks_window / 1000.0),
+                    ..row
+                };
+                write!(cell, "; {}", fmt(outcome.med(side, ticks), 0))?;
+            }
+            if cell == "n/a" && side == Side::Embedded && !diff && row.label.starts_with("Redis") {
+                cell = String::new();
+            }
+            write!(line, " | {cell}")?;
+        }
+        let cell = if diff {
+            signed(outcome.added(row), row.decimals)
+        } else {
+            String::new()
+        };
+        writeln!(md, "{line} | {cell} |")?;
+    }
+    let verdict = &target_rows(outcome)[0];
+    writeln!(
+        md,
+        "\nTarget, Redis adds at most {ADDED_MS} ms at p50 and p99: {}.",
+        verdict.status
+    )?;
+    let mut notes = Vec::new();
+    for side in SIDES {
+        for (rep, r) in outcome.runs(side).iter().enumerate() {
+            let Some(r) = r else { continue };
+            if let Some(p) = &r.publish {
+                if p.ok < p.sent {
+                    notes.push(format!(
+                        "{} store, run {}: {} of {} increments taken ({} refused, {} lost{}).",
+                        side.slug(),
+                        rep + 1,
+                        p.ok,
+                        p.sent,
+                        p.refused,
+                        p.failed,
+                        if p.errors.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", p.errors.join("; "))
+                        }
+                    ));
+                }
+            }
+            for e in r.errors.iter().take(4) {
+                notes.push(format!("{} store, run {}: `{e}`", side.slug(), rep + 1));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        writeln!(md)?;
+        for n in notes {
+            writeln!(md, "- {n}")?;
+        }
+    }
+    let repeats = outcome.runs.iter().map(Vec::len).max().unwrap_or(0);
+    if repeats > 1 {
+        writeln!(md, "\nSpread over the repeats (min–max):\n")?;
+        for side in SIDES {
+            let runs = outcome.runs(side);
+            let spread = |figure: Figure| {
+                let xs: Vec<f64> = runs.iter().flatten().filter_map(figure.get).collect();
+                let lo = xs.iter().copied().reduce(f64::min);
+                let hi = xs.iter().copied().reduce(f64::max);
+                format!("{}–{}", fmt(lo, 2), fmt(hi, 2))
+            };
+            writeln!(
+                md,
+                "- {} store: latency p50 {} ms, p99 {} ms, CPU per event {} µs",
+                side.slug(),
+                spread(LATENCY_P50_MS),
+                spread(LATENCY_P99_MS),
+                spread(CPU),
+            )?;
+        }
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::tests::report_with;
+    use ::bench::report::{PublishFigures, StoreFigures};
+
+    /// One run per side: latency p50 and p99 in ms, server CPU per event in µs.
+    fn outcome(quick: bool, embedded: (f64, f64, f64), redis: (f64, f64, f64)) -> Outcome {
+        let run = |(p50, p99, cpu): (f64, f64, f64), store: bool| {
+            vec![Some(report_with(|r| {
+                r.latency_us.p50 = Some((p50 * 1000.0) as u64);
+                r.latency_us.p99 = Some((p99 * 1000.0) as u64);
+                r.server.as_mut().unwrap().cpu_us_per_event = Some(cpu);
+                r.publish = Some(PublishFigures {
+                    rate: 10.0,
+                    sent: 100,
+                    ok: 100,
+                    ok_in_window: 50,
+                    ..PublishFigures::default()
+                });
+                r.store = store.then_some(StoreFigures {
+                    pid: 9,
+                    cpu_us_window: 5_000.0,
+                    cpu_us_ticks_window: 10_000.0,
+                    cpu_us_per_increment: Some(100.0),
+                });
+            }))]
+        };
+        Outcome {
+            plan: plan(quick),
+            runs: [run(embedded, false), run(redis, true)],
+        }
+    }
+
+    #[test]
+    fn the_full_plan_is_the_targets_size_and_quick_is_small() {
+        let full = plan(false);
+        assert_eq!((full.instances, full.per_instance()), (2, 5_000));
+        assert_eq!(full.scenario.rate(), 10.0);
+        // Each client process and each server within a 20,000 open-files limit.
+        assert!(full.scenario.streams / u64::from(full.scenario.procs) < 19_900);
+        let quick = plan(true);
+        assert_eq!((quick.instances, quick.per_instance()), (2, 500));
+        assert_eq!(quick.scenario.rate(), 10.0);
+    }
+
+    #[test]
+    fn the_target_is_met_only_when_both_percentiles_are_within_two_ms() {
+        let rows = target_rows(&outcome(false, (1.0, 5.0, 4.0), (2.5, 6.9, 5.0)));
+        assert_eq!(rows[0].status, "**met**");
+        assert!(
+            rows[0].measured.starts_with(
+                "added by Redis: p50 +1.50 ms (1.00 ms embedded, 2.50 ms on Redis), p99 +1.90 ms"
+            ),
+            "{}",
+            rows[0].measured
+        );
+        let rows = target_rows(&outcome(false, (1.0, 5.0, 4.0), (2.5, 8.0, 5.0)));
+        assert_eq!(rows[0].status, "**not met**: p99 +3.00 ms, 1.00 ms over");
+        let rows = target_rows(&outcome(true, (1.0, 5.0, 4.0), (1.5, 5.5, 5.0)));
+        assert_eq!(
+            rows[0].status,
+            "met at the size --quick runs; not measured at full size"
+        );
+    }
+
+    #[test]
+    fn the_section_gives_both_sides_the_difference_and_redis_cpu() {
+        let mut md = String::new();
+        section(&mut md, &outcome(true, (1.0, 5.0, 4.0), (2.5, 6.0, 5.5))).unwrap();
+        assert!(md.contains(
+            "| | one instance, embedded store | 2 instances on Redis | Redis − embedded |"
+        ));
+        assert!(
+            md.contains("| delivery latency p50 (ms) | 1.000 | 2.500 | +1.500 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| server CPU per delivered event (µs, all instances) | 4.00 | 5.50 | +1.50 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Redis CPU per increment (µs) |  | 100.0 |  |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Redis CPU over the window (ms; by utime+stime) |  | 5.0; 10 |  |"),
+            "{md}"
+        );
+        assert!(md.contains("straight to the instances, not through nginx"));
+        assert!(md.contains(
+            "\nTarget, Redis adds at most 2 ms at p50 and p99: met at the size --quick runs; \
+             not measured at full size.\n"
+        ));
+    }
+
+    #[test]
+    fn a_run_of_only_this_scenario_gives_a_page_with_its_target_and_table() {
+        let mut res = crate::bench::Results::new(0);
+        res.cluster = Some(outcome(true, (1.0, 5.0, 4.0), (2.5, 6.0, 5.5)));
+        let meta = crate::bench::Meta {
+            command: "cargo xtask bench --quick --only 'cluster'".into(),
+            repeats: 1,
+            quick: true,
+            took: std::time::Duration::from_secs(1),
+            load: ("0.1".into(), "0.1".into()),
+            server_tree: "abc".into(),
+        };
+        let md = crate::bench::report::render(&[], &res, &meta).unwrap();
+        let targets: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with("| shared counter on Redis"))
+            .collect();
+        assert_eq!(targets.len(), 1, "{md}");
+        assert!(md.contains(&format!("## {}", plan(true).title())));
+    }
+}
