@@ -180,7 +180,29 @@ impl RedisStore {
         });
         store.metrics.shared_store_up.set(0.0);
         tracing::info!(redis = %store.addr, "the shared counter is kept in Redis");
-        tokio::spawn(Arc::clone(&store).read_until(shutdown));
+        // The reader, and the tasks of both connections it opens, run on a thread of
+        // their own: on a runtime that also serves streams, each hop of a change (the
+        // script's reply, the stream's read) would wait behind a whole round of
+        // subscribers' writes, tens of milliseconds with thousands of them.
+        // Bench: `cargo xtask bench --only cluster`, latency added by Redis.
+        let reader = Arc::clone(&store);
+        let spawned = std::thread::Builder::new()
+            .name("sse-counter-redis".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(reader.read_until(shutdown)),
+                    Err(err) => tracing::error!(
+                        %err,
+                        "cannot start the Redis reader's runtime: the shared counter stays unavailable"
+                    ),
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(%err, "cannot start the Redis reader: the shared counter stays unavailable");
+        }
         store
     }
 

@@ -229,6 +229,11 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
         writeln!(md, "| {} | {} | {} |", row.target, row.measured, row.status)?;
     }
     writeln!(md)?;
+    writeln!(
+        md,
+        "Why a target is not met, where the time and memory go (profiles, with the commands \
+         that made them): [performance.md](performance.md).\n"
+    )?;
     // The chart is drawn only when a steady scenario ran (`--only http2` has none).
     if plan.iter().any(Scenario::steady) {
         writeln!(
