@@ -32,8 +32,18 @@ const TARGET_PER_INSTANCE: u64 = 5_000;
 
 /// Flags of every instance on Redis, as `cargo xtask bench` gives the one on the
 /// embedded store (`PEERS`' sse-counter, with its fan-out flags): room for every
-/// stream, and a publish limit per address above the rate sse-bench drives.
-const INSTANCE_ARGS: [&str; 4] = ["--max-streams", "20000", "--publish-rate", "100"];
+/// stream, and a publish limit per address above the rate sse-bench drives. One
+/// serving thread each, as one would deploy two instances on a two-core machine: the
+/// two instances together have the threads the one on the embedded store has
+/// (one per CPU), rather than twice as many competing for the same cores.
+const INSTANCE_ARGS: [&str; 6] = [
+    "--max-streams",
+    "20000",
+    "--publish-rate",
+    "100",
+    "--threads",
+    "1",
+];
 
 /// The load, the same on both sides.
 #[derive(Debug, Clone, PartialEq)]
