@@ -9,7 +9,7 @@
 //! own CPU per increment.
 
 use super::peers::{probe, PeerId, PEERS};
-use super::report::{fmt, med, thousands, Figure, CPU, LATENCY_P99_MS};
+use super::report::{fmt, med, spread, thousands, Figure, CPU, LATENCY_P99_MS};
 use super::scenarios::{Load, Scenario};
 use super::targets::{status, Row};
 use crate::cluster::{Cluster, Options};
@@ -578,12 +578,7 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
         writeln!(md, "\nSpread over the repeats (min–max):\n")?;
         for side in SIDES {
             let runs = outcome.runs(side);
-            let spread = |figure: Figure| {
-                let xs: Vec<f64> = runs.iter().flatten().filter_map(figure.get).collect();
-                let lo = xs.iter().copied().reduce(f64::min);
-                let hi = xs.iter().copied().reduce(f64::max);
-                format!("{}–{}", fmt(lo, 2), fmt(hi, 2))
-            };
+            let spread = |figure: Figure| spread(runs, figure, 2);
             writeln!(
                 md,
                 "- {} store: latency p50 {} ms, p99 {} ms, CPU per event {} µs",

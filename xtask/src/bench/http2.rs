@@ -6,7 +6,9 @@
 //! targets table.
 
 use super::peers::{PeerId, PEERS};
-use super::report::{fmt, med, ratio, thousands, Figure, CPU, LATENCY_P99_MS, MEM_KIB, ROWS};
+use super::report::{
+    fmt, med, ratio, spread, thousands, Figure, CPU, LATENCY_P99_MS, MEM_KIB, ROWS,
+};
 use super::scenarios::{Load, Scenario, COUNT};
 use super::targets::{status, Row};
 use crate::util::display;
@@ -391,12 +393,7 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
         writeln!(md, "\nSpread over the repeats (min–max):\n")?;
         for t in TRANSPORTS {
             let runs = outcome.runs(t);
-            let spread = |figure: Figure| {
-                let xs: Vec<f64> = runs.iter().flatten().filter_map(figure.get).collect();
-                let lo = xs.iter().copied().reduce(f64::min);
-                let hi = xs.iter().copied().reduce(f64::max);
-                format!("{}–{}", fmt(lo, 2), fmt(hi, 2))
-            };
+            let spread = |figure: Figure| spread(runs, figure, 2);
             writeln!(
                 md,
                 "- {}: CPU per event {} µs, memory per stream {} KiB, latency p99 {} ms",

@@ -10,6 +10,15 @@ use ::bench::report::Report;
 use std::fmt::Write as _;
 use std::process::Command;
 
+/// `min–max` of `figure` over the runs that have it, for the "spread over the repeats"
+/// lines under every table.
+pub fn spread(runs: &[Option<Report>], figure: Figure, decimals: usize) -> String {
+    let xs: Vec<f64> = runs.iter().flatten().filter_map(figure.get).collect();
+    let lo = xs.iter().copied().reduce(f64::min);
+    let hi = xs.iter().copied().reduce(f64::max);
+    format!("{}–{}", fmt(lo, decimals), fmt(hi, decimals))
+}
+
 /// One figure read from a report: a row of every scenario's table.
 #[derive(Debug, Clone, Copy)]
 pub struct Figure {
@@ -434,12 +443,7 @@ fn scenario_section(
         writeln!(md, "\nSpread over the repeats (min–max):\n")?;
         for p in &PEERS {
             let runs = res.runs(si, p.id);
-            let spread = |figure: Figure, decimals: usize| {
-                let xs: Vec<f64> = runs.iter().flatten().filter_map(figure.get).collect();
-                let lo = xs.iter().copied().reduce(f64::min);
-                let hi = xs.iter().copied().reduce(f64::max);
-                format!("{}–{}", fmt(lo, decimals), fmt(hi, decimals))
-            };
+            let spread = |figure: Figure, decimals: usize| spread(runs, figure, decimals);
             writeln!(
                 md,
                 "- {}: CPU per event {} µs, memory per stream {} KiB, latency p99 {} ms, time to headers p99 {} ms",
