@@ -13,12 +13,9 @@ use super::report::{fmt, med, spread, thousands, Figure, CPU, LATENCY_P99_MS};
 use super::scenarios::{Load, Scenario};
 use super::targets::{status, Row};
 use crate::cluster::{Cluster, Options};
-use crate::util::display;
 use ::bench::report::Report;
-use anyhow::Context as _;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The name `--only` selects it by.
@@ -210,9 +207,9 @@ fn run_one(
             let url = format!("{}{shared_path}", server.base);
             ready(&server.base)?;
             let pid = server.child.id();
-            let report = sse_bench(root, plan, &[url], &[pid], None, nofile);
+            let report = sse_bench(root, plan, &[url], &[pid], None, &log, nofile);
             drop(server);
-            report.with_context(|| format!("the server's log: {}", shown(root, &log)))
+            report
         }
         Side::Redis => {
             let run_dir = logs.join(format!("{NAME}-redis-{rep}"));
@@ -243,22 +240,13 @@ fn run_one(
                 &urls,
                 &cluster.instance_pids,
                 Some(cluster.redis_pid),
+                &run_dir,
                 nofile,
             );
             drop(cluster);
-            report.with_context(|| {
-                format!("the instances' and Redis's logs: {}", shown(root, &run_dir))
-            })
+            report
         }
     }
-}
-
-/// `path` relative to the project, for messages.
-fn shown(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 /// Waits until the server at `base` serves the shared counter (an instance on Redis
@@ -278,47 +266,27 @@ fn ready(base: &str) -> anyhow::Result<()> {
 
 /// One sse-bench run: the plan's subscribers spread over `urls` (stream i on URL
 /// i mod K), the increments over their servers in turn, the costs of `server_pids`
-/// summed, and the store's when there is one.
+/// summed, and the store's when there is one. `logs`: where the servers' logs are.
 fn sse_bench(
     root: &Path,
     plan: &Plan,
     urls: &[String],
     server_pids: &[u32],
     store_pid: Option<u32>,
+    logs: &Path,
     nofile: u64,
 ) -> anyhow::Result<Report> {
     let sc = &plan.scenario;
-    // Each client process holds its share, each server at most all of them: both
-    // within the open-files limit.
-    let streams = sc.streams.min(nofile.saturating_sub(100));
-    // sse-bench's own bound, as for the other scenarios: ramp, two 10 s timeouts,
-    // warm-up, window, and slack.
-    let ramp_secs = streams as f64 / sc.ramp;
-    let duration = (ramp_secs + 21.0 + sc.warmup + sc.window + 10.0).ceil() as u64;
-    let mut cmd = Command::new(root.join("target/release/sse-bench"));
-    cmd.args(urls)
-        .args(["--kind", "shared"])
-        .args(["--publish-rate", &sc.rate().to_string()])
-        .args(["--streams", &streams.to_string()])
-        .args(["--ramp", &sc.ramp.to_string()])
-        .args(["--warmup", &sc.warmup.to_string()])
-        .args(["--window", &sc.window.to_string()])
-        .args(["--procs", &sc.procs.to_string()])
-        .args(["--duration", &duration.to_string()]);
+    let mut cmd = super::sse_bench(root, sc, urls, nofile);
+    cmd.args(["--kind", "shared"])
+        .args(["--publish-rate", &sc.rate().to_string()]);
     for pid in server_pids {
         cmd.args(["--server-pid", &pid.to_string()]);
     }
     if let Some(pid) = store_pid {
         cmd.args(["--store-pid", &pid.to_string()]);
     }
-    cmd.arg("--json");
-    eprintln!("$ {}", display(&cmd));
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run sse-bench")?;
-    anyhow::ensure!(out.status.success(), "sse-bench exited with {}", out.status);
-    let report = super::read_report(&out.stdout)?;
+    let report = super::run_sse_bench(root, &mut cmd, logs)?;
     let publish = report.publish.clone().unwrap_or_default();
     eprintln!(
         "  {} server{}: {} established, {} failed, {:.0} events/s, {} gaps, latency p50 {} ms \
@@ -695,14 +663,7 @@ mod tests {
     fn a_run_of_only_this_scenario_gives_a_page_with_its_target_and_table() {
         let mut res = crate::bench::Results::new(0);
         res.cluster = Some(outcome(true, (1.0, 5.0, 4.0), (2.5, 6.0, 5.5)));
-        let meta = crate::bench::Meta {
-            command: "cargo xtask bench --quick --only 'cluster'".into(),
-            repeats: 1,
-            quick: true,
-            took: std::time::Duration::from_secs(1),
-            load: ("0.1".into(), "0.1".into()),
-            server_tree: "abc".into(),
-        };
+        let meta = crate::bench::tests::quick_meta("cargo xtask bench --quick --only 'cluster'");
         let md = crate::bench::report::render(&[], &res, &meta).unwrap();
         let targets: Vec<&str> = md
             .lines()

@@ -11,12 +11,9 @@ use super::report::{
 };
 use super::scenarios::{Load, Scenario, COUNT};
 use super::targets::{status, Row};
-use crate::util::display;
 use ::bench::report::{Report, Transport};
-use anyhow::Context as _;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// The name `--only` selects it by.
 pub const NAME: &str = "http2";
@@ -201,35 +198,11 @@ fn run_one(
         "{}{}?count={COUNT}&interval_ms={}",
         server.base, ours.counter_path, sc.interval_ms
     );
-    let streams = sc.streams.min(nofile.saturating_sub(100));
-    // sse-bench's own bound, as for the other scenarios: ramp, two 10 s timeouts,
-    // warm-up, window, and slack.
-    let ramp_secs = streams as f64 / sc.ramp;
-    let duration = (ramp_secs + 21.0 + sc.warmup + sc.window + 10.0).ceil() as u64;
-    let mut cmd = Command::new(root.join("target/release/sse-bench"));
-    cmd.arg(&url)
-        .args(bench_args(plan, transport))
-        .args(["--streams", &streams.to_string()])
-        .args(["--ramp", &sc.ramp.to_string()])
-        .args(["--warmup", &sc.warmup.to_string()])
-        .args(["--window", &sc.window.to_string()])
-        .args(["--procs", &sc.procs.to_string()])
+    let mut cmd = super::sse_bench(root, sc, &[url], nofile);
+    cmd.args(bench_args(plan, transport))
         .args(["--interval-ms", &sc.interval_ms.to_string()])
-        .args(["--duration", &duration.to_string()])
-        .args(["--server-pid", &server.child.id().to_string()])
-        .arg("--json");
-    eprintln!("$ {}", display(&cmd));
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run sse-bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "sse-bench exited with {} (the server's log: {})",
-        out.status,
-        log.strip_prefix(root).unwrap_or(log).display()
-    );
-    let report = super::read_report(&out.stdout)?;
+        .args(["--server-pid", &server.child.id().to_string()]);
+    let report = super::run_sse_bench(root, &mut cmd, log)?;
     anyhow::ensure!(
         report.transport == transport,
         "sse-bench reports {} where {} was asked",
@@ -516,14 +489,7 @@ mod tests {
     fn a_run_of_only_this_scenario_gives_a_page_with_its_targets_and_table() {
         let mut res = crate::bench::Results::new(0);
         res.http2 = Some(outcome(true, [10.0, 11.0, 12.0], [3.0, 5.0, 2.0]));
-        let meta = crate::bench::Meta {
-            command: "cargo xtask bench --quick --only 'http2'".into(),
-            repeats: 1,
-            quick: true,
-            took: std::time::Duration::from_secs(1),
-            load: ("0.1".into(), "0.1".into()),
-            server_tree: "abc".into(),
-        };
+        let meta = crate::bench::tests::quick_meta("cargo xtask bench --quick --only 'http2'");
         let md = crate::bench::report::render(&[], &res, &meta).unwrap();
         let targets: Vec<&str> = md
             .lines()

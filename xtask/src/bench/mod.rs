@@ -374,38 +374,10 @@ fn run_one(
             return Ok(Run::NotAvailable("it has no shared counter".into()));
         }
     };
-    let streams = sc.streams.min(nofile.saturating_sub(100));
-    let ramp_secs = if sc.ramp > 0.0 {
-        streams as f64 / sc.ramp
-    } else {
-        0.0
-    };
-    // sse-bench's own bound: its ramp, two 10 s timeouts, warm-up, window, and slack.
-    let duration = (ramp_secs + 21.0 + sc.warmup + sc.window + 10.0).ceil() as u64;
-    let pid = server.child.id().to_string();
-    let mut cmd = Command::new(root.join("target/release/sse-bench"));
-    cmd.arg(&url)
-        .args(["--streams", &streams.to_string()])
-        .args(["--ramp", &sc.ramp.to_string()])
-        .args(["--warmup", &sc.warmup.to_string()])
-        .args(["--window", &sc.window.to_string()])
-        .args(["--procs", &sc.procs.to_string()])
-        .args(&load_args)
-        .args(["--duration", &duration.to_string()])
-        .args(["--server-pid", &pid])
-        .arg("--json");
-    eprintln!("$ {}", display(&cmd));
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run sse-bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "sse-bench exited with {} (the server's log: {})",
-        out.status,
-        log.strip_prefix(root).unwrap_or(log).display()
-    );
-    let report = read_report(&out.stdout)?;
+    let mut cmd = sse_bench(root, sc, &[url], nofile);
+    cmd.args(&load_args)
+        .args(["--server-pid", &server.child.id().to_string()]);
+    let report = run_sse_bench(root, &mut cmd, log)?;
     eprintln!(
         "  {}: {} established, {} failed, {:.0} events/s, {} µs CPU/event, {} KiB/stream, headers p99 {} ms",
         peer.label,
@@ -418,6 +390,49 @@ fn run_one(
     );
     drop(server);
     Ok(Run::Measured(Box::new(report)))
+}
+
+/// sse-bench with the scenario's load on `urls`: its streams (within the open-files
+/// limit), ramp, warm-up, window, client processes and its own time bound. The caller
+/// adds what its kind of load needs.
+fn sse_bench(root: &Path, sc: &Scenario, urls: &[String], nofile: u64) -> Command {
+    // Each client process holds its share, each server at most all of them: both
+    // within the open-files limit.
+    let streams = sc.streams.min(nofile.saturating_sub(100));
+    let ramp_secs = if sc.ramp > 0.0 {
+        streams as f64 / sc.ramp
+    } else {
+        0.0
+    };
+    // sse-bench's own bound: its ramp, two 10 s timeouts, warm-up, window, and slack.
+    let duration = (ramp_secs + 21.0 + sc.warmup + sc.window + 10.0).ceil() as u64;
+    let mut cmd = Command::new(root.join("target/release/sse-bench"));
+    cmd.args(urls)
+        .args(["--streams", &streams.to_string()])
+        .args(["--ramp", &sc.ramp.to_string()])
+        .args(["--warmup", &sc.warmup.to_string()])
+        .args(["--window", &sc.window.to_string()])
+        .args(["--procs", &sc.procs.to_string()])
+        .args(["--duration", &duration.to_string()]);
+    cmd
+}
+
+/// Runs `cmd` (from [`sse_bench`]) with `--json` and reads its report; a failure names
+/// `logs`, where the servers' logs are.
+fn run_sse_bench(root: &Path, cmd: &mut Command, logs: &Path) -> anyhow::Result<Report> {
+    cmd.arg("--json");
+    eprintln!("$ {}", display(cmd));
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run sse-bench")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sse-bench exited with {} (the servers' logs: {})",
+        out.status,
+        logs.strip_prefix(root).unwrap_or(logs).display()
+    );
+    read_report(&out.stdout)
 }
 
 /// sse-bench's `--json` output as the type it was written from.
@@ -465,6 +480,18 @@ fn server_tree() -> String {
 pub(crate) mod tests {
     use super::*;
     use ::bench::report::{ServerFigures, StreamKind, WorkerResult};
+
+    /// The facts of a one-second `--quick` run of `command`, for rendering tests.
+    pub fn quick_meta(command: &str) -> Meta {
+        Meta {
+            command: command.into(),
+            repeats: 1,
+            quick: true,
+            took: Duration::from_secs(1),
+            load: ("0.1".into(), "0.1".into()),
+            server_tree: "abc".into(),
+        }
+    }
 
     /// A clean report of 19,900 streams with server figures, changed by `edit`.
     pub fn report_with(edit: impl FnOnce(&mut Report)) -> Report {

@@ -560,14 +560,7 @@ mod tests {
                 }
             }
         }
-        let meta = Meta {
-            command: "cargo xtask bench --quick".into(),
-            repeats: 1,
-            quick: true,
-            took: std::time::Duration::from_secs(1),
-            load: ("0.1".into(), "0.1".into()),
-            server_tree: "abc".into(),
-        };
+        let meta = crate::bench::tests::quick_meta("cargo xtask bench --quick");
         let md = render(&plan, &res, &meta).unwrap();
         assert!(md.contains(
             "| | sse-counter | yardstick | Express (seed) | naive warp | floor | ours / yardstick \
