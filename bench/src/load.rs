@@ -31,7 +31,11 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// A URL on this machine's loopback; anything else is refused.
+/// What `{i}` in a URL is held as once parsed (a URI may not hold `{` or `}`).
+const INDEX_HOLE: &str = "%7Bi%7D";
+
+/// A URL on this machine's loopback; anything else is refused. `{i}` in its path or
+/// query is the stream's channel index (see [`Target::path_for`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub url: String,
@@ -48,6 +52,7 @@ pub struct Target {
 impl Target {
     pub fn parse(url: &str) -> anyhow::Result<Target> {
         let uri: http::Uri = url
+            .replace("{i}", INDEX_HOLE)
             .parse()
             .with_context(|| format!("{url:?} is not a URL"))?;
         let tls = match uri.scheme_str() {
@@ -78,6 +83,22 @@ impl Target {
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
         })
     }
+
+    /// The path and query for stream `index` of the run: `{i}` replaced by
+    /// `index % channels` (by `index` itself when `channels` is 0).
+    pub fn path_for(&self, index: u64, channels: u64) -> std::borrow::Cow<'_, str> {
+        if !self.path_and_query.contains(INDEX_HOLE) {
+            return self.path_and_query.as_str().into();
+        }
+        let i = if channels == 0 {
+            index
+        } else {
+            index % channels
+        };
+        self.path_and_query
+            .replace(INDEX_HOLE, &i.to_string())
+            .into()
+    }
 }
 
 /// How one load process opens its share of the streams.
@@ -96,6 +117,9 @@ pub struct LoadConfig {
     /// Each HTTP/2 stream's initial receive window, in bytes.
     pub h2_stream_window: u32,
     pub streams: u64,
+    /// What `{i}` in a target's URL counts modulo: stream `i` of the run asks for
+    /// channel index `i % channels` (0: the stream's index itself).
+    pub channels: u64,
     /// Streams opened per second; 0 opens them all at once.
     pub ramp_per_sec: f64,
     /// This process opens streams `first_index`, `first_index + index_step`, ... of the
@@ -425,18 +449,20 @@ async fn http1_stream(
     let tcp = connect_tcp(cfg, index).await?;
     let target = target_of(cfg, index);
     match &dialer.tls {
-        None => http1_on(cfg, target, shared, tcp, t0, established).await,
+        None => http1_on(cfg, target, index, shared, tcp, t0, established).await,
         Some(tls) => {
             let io = tls_handshake(cfg, tls, tcp).await?;
-            http1_on(cfg, target, shared, io, t0, established).await
+            http1_on(cfg, target, index, shared, io, t0, established).await
         }
     }
 }
 
-/// The request and its response on a fresh HTTP/1.1 connection over `io` to `target`.
+/// The request of stream `index` and its response on a fresh HTTP/1.1 connection over
+/// `io` to `target`.
 async fn http1_on<I>(
     cfg: &LoadConfig,
     target: &Target,
+    index: u64,
     shared: &Shared,
     io: I,
     t0: Instant,
@@ -450,7 +476,7 @@ where
         .map_err(|e| Failure::Connect(e.to_string()))?;
     shared.result().connections += 1;
     let mut conn = std::pin::pin!(conn);
-    let request = http::Request::get(target.path_and_query.as_str())
+    let request = http::Request::get(target.path_for(index, cfg.channels).as_ref())
         .header(http::header::HOST, target.host.as_str())
         .header(http::header::ACCEPT, "text/event-stream")
         .body(Empty::<Bytes>::new())
@@ -508,7 +534,9 @@ async fn h2_stream(
         .clone()?;
     // One target over HTTP/2 (`LoadConfig::transport_for`).
     let target = &cfg.targets[0];
-    let request = http::Request::get(format!("https://{}{}", target.host, target.path_and_query))
+    let index = cfg.first_index + local * cfg.index_step;
+    let path = target.path_for(index, cfg.channels);
+    let request = http::Request::get(format!("https://{}{path}", target.host))
         .header(http::header::ACCEPT, "text/event-stream")
         .body(())
         .map_err(|e| Failure::Connect(e.to_string()))?;
@@ -589,8 +617,20 @@ enum Seen {
         num: u64,
         sent_at_us: u64,
     },
+    /// An event of a channel stream: its id's epoch and seq, its channel and `n`.
+    Channel {
+        epoch: String,
+        seq: u64,
+        channel: String,
+        n: u64,
+        sent_at_us: u64,
+    },
     Reset {
         value: u64,
+    },
+    /// A channel stream's `reset`: the channels whose counts start again.
+    ChannelReset {
+        channels: Vec<String>,
     },
     /// Not a count: a heartbeat.
     Skip,
@@ -610,7 +650,7 @@ fn seen(kind: StreamKind, event: &eventsource_stream::Event) -> Result<Seen, Fai
                 sent_at_us: tick.sent_at_us,
             }
         }
-        (StreamKind::Shared, shared::events::HEARTBEAT) => Seen::Skip,
+        (StreamKind::Shared | StreamKind::Channels, shared::events::HEARTBEAT) => Seen::Skip,
         (StreamKind::Shared, shared::events::RESET) => {
             let reset: shared::Reset =
                 serde_json::from_str(&event.data).map_err(|e| bad("reset", e))?;
@@ -624,7 +664,63 @@ fn seen(kind: StreamKind, event: &eventsource_stream::Event) -> Result<Seen, Fai
                 sent_at_us: change.sent_at_us,
             }
         }
+        (StreamKind::Channels, shared::events::RESET) => {
+            let reset: shared::channels::ChannelReset =
+                serde_json::from_str(&event.data).map_err(|e| bad("reset", e))?;
+            Seen::ChannelReset {
+                channels: reset.channels,
+            }
+        }
+        (StreamKind::Channels, _) => {
+            let id = shared::channels::EventId::parse(&event.id).map_err(|_| {
+                Failure::Protocol(format!(
+                    "an event id that is not <epoch>-<seq>: {:?}",
+                    event.id
+                ))
+            })?;
+            let ev: shared::channels::ChannelEvent<'_> =
+                serde_json::from_str(&event.data).map_err(|e| bad("channel event", e))?;
+            let n = if ev.channel == shared::channels::COUNTER {
+                serde_json::from_str::<shared::channels::CounterData>(ev.data.get())
+                    .map_err(|e| bad("counter", e))?
+                    .value
+            } else {
+                serde_json::from_str::<crate::publish::Numbered>(ev.data.get())
+                    .map_err(|e| bad("numbered (sse-bench's own publishes)", e))?
+                    .n
+            };
+            Seen::Channel {
+                epoch: id.epoch,
+                seq: id.seq,
+                channel: ev.channel.into_owned(),
+                n,
+                sent_at_us: ev.sent_at_us,
+            }
+        }
     })
+}
+
+/// The gap and repeat check of one stream, by what it carries.
+enum Check {
+    Seq(crate::stats::SeqCheck),
+    Channels(crate::stats::ChannelCheck),
+}
+
+impl Check {
+    fn new(kind: StreamKind) -> Check {
+        match kind {
+            StreamKind::Counter => Check::Seq(crate::stats::SeqCheck::new()),
+            StreamKind::Shared => Check::Seq(crate::stats::SeqCheck::from_first()),
+            StreamKind::Channels => Check::Channels(crate::stats::ChannelCheck::new()),
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        match self {
+            Check::Seq(s) => (s.gaps, s.repeats),
+            Check::Channels(c) => (c.gaps, c.repeats),
+        }
+    }
 }
 
 /// Reads a stream's body (its bytes as they arrive, whatever carried them) as SSE and
@@ -640,10 +736,7 @@ where
     E: std::fmt::Display,
 {
     let mut events = std::pin::pin!(body.eventsource());
-    let mut seq = match kind {
-        StreamKind::Counter => crate::stats::SeqCheck::new(),
-        StreamKind::Shared => crate::stats::SeqCheck::from_first(),
-    };
+    let mut check = Check::new(kind);
     let mut first = true;
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| match e {
@@ -653,24 +746,51 @@ where
         if event.event == shared::events::END {
             return Ok(());
         }
-        let (num, sent_at_us) = match seen(kind, &event)? {
-            Seen::Number { num, sent_at_us } => (num, sent_at_us),
-            Seen::Reset { value } => {
+        let (gaps, repeats) = check.counts();
+        let sent_at_us = match (seen(kind, &event)?, &mut check) {
+            (Seen::Number { num, sent_at_us }, Check::Seq(seq)) => {
+                seq.observe(num);
+                sent_at_us
+            }
+            (
+                Seen::Channel {
+                    epoch,
+                    seq,
+                    channel,
+                    n,
+                    sent_at_us,
+                },
+                Check::Channels(c),
+            ) => {
+                c.observe(&epoch, seq, &channel, n);
+                sent_at_us
+            }
+            (Seen::Reset { value }, Check::Seq(seq)) => {
                 seq.restart_at(value);
                 shared.result().resets += 1;
                 continue;
             }
-            Seen::Skip => continue,
+            (Seen::ChannelReset { channels }, Check::Channels(c)) => {
+                c.reset(channels.iter().map(String::as_str));
+                shared.result().resets += 1;
+                continue;
+            }
+            (Seen::Skip, _) => continue,
+            // `seen` reads each kind into its own check's events.
+            _ => {
+                return Err(Failure::Protocol(
+                    "an event of another kind of stream".into(),
+                ))
+            }
         };
         let now = unix_us();
-        let (gaps, repeats) = (seq.gaps, seq.repeats);
-        seq.observe(num);
+        let (gaps_now, repeats_now) = check.counts();
         let in_window = now >= shared.window_start.load(Ordering::Relaxed)
             && now < shared.window_end.load(Ordering::Relaxed);
         let mut r = shared.result();
         r.events_total += 1;
-        r.gaps += seq.gaps - gaps;
-        r.repeats += seq.repeats - repeats;
+        r.gaps += gaps_now - gaps;
+        r.repeats += repeats_now - repeats;
         if first {
             first = false;
             r.time_to_first_event
@@ -698,6 +818,15 @@ mod tests {
         let t = Target::parse("http://localhost:8080").unwrap();
         assert_eq!((t.addr.port(), t.path_and_query.as_str()), (8080, "/"));
         assert!(Target::parse("http://127.9.8.7/").is_ok());
+    }
+
+    #[test]
+    fn an_index_in_the_url_is_each_streams_channel() {
+        let t = Target::parse("http://127.0.0.1:1/api/events?channel=bench/{i}").unwrap();
+        assert_eq!(t.path_for(1234, 1000), "/api/events?channel=bench/234");
+        assert_eq!(t.path_for(7, 0), "/api/events?channel=bench/7");
+        let plain = Target::parse("http://127.0.0.1:1/api/events?channel=a").unwrap();
+        assert_eq!(plain.path_for(5, 3), "/api/events?channel=a");
     }
 
     #[test]

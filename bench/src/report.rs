@@ -23,16 +23,22 @@ pub enum StreamKind {
     /// `{"value":v,"sent_at_us":t}`, checked from the first value a stream sees;
     /// `heartbeat` events are skipped and a `reset` restarts the check at its value.
     Shared,
+    /// Streams of `GET /api/events?channel=..`: events `id: <epoch>-<seq>` with data
+    /// `{"channel":c,"data":{"n":k},...}` (sse-bench's publisher numbers each channel's
+    /// events from 1; the channel `counter` is checked by its `value`). Seqs must rise
+    /// and each channel's `n` go up by one ([`crate::stats::ChannelCheck`]);
+    /// `heartbeat` is skipped and a `reset` restarts the channels it names.
+    Channels,
 }
 
 impl StreamKind {
     /// The kind a path serves: the shared counter's, or else a per-client counter.
     pub fn for_path(path_and_query: &str) -> StreamKind {
         let path = path_and_query.split('?').next().unwrap_or_default();
-        if path == shared::paths::SHARED {
-            StreamKind::Shared
-        } else {
-            StreamKind::Counter
+        match path {
+            shared::paths::SHARED => StreamKind::Shared,
+            shared::paths::EVENTS => StreamKind::Channels,
+            _ => StreamKind::Counter,
         }
     }
 }
@@ -44,7 +50,10 @@ impl std::str::FromStr for StreamKind {
         match s {
             "counter" => Ok(StreamKind::Counter),
             "shared" => Ok(StreamKind::Shared),
-            other => Err(format!("{other:?} is neither `counter` nor `shared`")),
+            "channels" => Ok(StreamKind::Channels),
+            other => Err(format!(
+                "{other:?} is not `counter`, `shared` or `channels`"
+            )),
         }
     }
 }
@@ -127,7 +136,8 @@ pub struct WorkerResult {
     pub events_in_window: u64,
     pub gaps: u64,
     pub repeats: u64,
-    /// `reset` events on shared streams: the server could not continue a stream's count.
+    /// `reset` events on shared and channel streams: the server could not continue a
+    /// stream's count.
     pub resets: u64,
     /// From the start of the TCP connect to the response headers, in µs.
     pub time_to_headers: Histogram,
@@ -216,13 +226,20 @@ pub struct StoreFigures {
     pub cpu_us_per_increment: Option<f64>,
 }
 
-/// What the publisher did: `POST`s to the shared counter's increment path at a fixed
-/// rate, from the streams' opening to the window's end.
+/// What the publisher did: `POST`s to the shared counter's increment path or to
+/// `/api/publish`, at a fixed rate or as fast as its connections allow, from the
+/// streams' opening to the window's end.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishFigures {
-    /// Increments asked per second.
+    /// Increments asked per second (0 when flooding).
     pub rate: f64,
+    /// Keep-alive connections that each sent the next request as soon as the last was
+    /// answered (`--publish-flood`); 0 for a paced publisher, whose one connection per
+    /// server waits for its schedule.
+    pub flood_connections: u32,
+    /// The path `POST`ed to.
+    pub path: String,
     pub sent: u64,
     /// Answered with a 2xx.
     pub ok: u64,
@@ -379,15 +396,30 @@ impl Report {
             "gaps / repeats",
             format!("{} / {}", self.gaps, self.repeats),
         );
-        if self.kind == StreamKind::Shared {
+        if self.kind != StreamKind::Counter {
             row("resets", self.resets.to_string());
         }
         if let Some(p) = &self.publish {
+            let how = if p.flood_connections > 0 {
+                format!(
+                    "as fast as {} connection{} allow",
+                    p.flood_connections,
+                    if p.flood_connections == 1 { "" } else { "s" }
+                )
+            } else {
+                format!("at {}/s", p.rate)
+            };
             row(
                 "published",
                 format!(
-                    "{} at {}/s: {} ok ({} in the window), {} refused, {} failed",
-                    p.sent, p.rate, p.ok, p.ok_in_window, p.refused, p.failed
+                    "{} to {} {how}: {} ok ({} in the window, {:.0}/s), {} refused, {} failed",
+                    p.sent,
+                    p.path,
+                    p.ok,
+                    p.ok_in_window,
+                    p.ok_in_window as f64 / self.window_secs.max(f64::MIN_POSITIVE),
+                    p.refused,
+                    p.failed
                 ),
             );
             for e in &p.errors {
@@ -623,6 +655,7 @@ mod tests {
             &["failed", "status"],
             &["publish", "refused"],
             &["publish", "ok_in_window"],
+            &["publish", "flood_connections"],
             &["server", "processes"],
             &["store"],
             &["store", "cpu_us_per_increment"],
@@ -671,6 +704,11 @@ mod tests {
         );
         assert_eq!(StreamKind::for_path("/streaming"), StreamKind::Counter);
         assert_eq!("shared".parse(), Ok(StreamKind::Shared));
+        assert_eq!(
+            StreamKind::for_path("/api/events?channel=a&channel=b"),
+            StreamKind::Channels
+        );
+        assert_eq!("channels".parse(), Ok(StreamKind::Channels));
         assert!("fanout".parse::<StreamKind>().is_err());
     }
 

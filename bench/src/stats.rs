@@ -1,7 +1,9 @@
-//! The accounting behind the report: a mergeable histogram for percentiles, and the
-//! check of each stream's `num` sequence for gaps and repeats.
+//! The accounting behind the report: a mergeable histogram for percentiles, the
+//! check of each stream's `num` sequence for gaps and repeats, and the same check for a
+//! stream of several channels (ids in one order, a count per channel).
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Values below this are kept exactly; above it each power of two is cut into
 /// `SUB_BUCKETS` buckets, so a percentile is at most 1/64 (1.6 %) above the true value.
@@ -184,9 +186,94 @@ impl SeqCheck {
     }
 }
 
+/// Checks one `/api/events` stream: the seqs of its ids (`<epoch>-<seq>`) must rise
+/// (they are the store's one order, not consecutive when several channels are
+/// published), and on each channel the publisher's own count `n` must go up by one,
+/// counted from the first event the stream sees on that channel. An event that breaks
+/// either rule is one repeat (never two); the numbers skipped on a channel are gaps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelCheck {
+    /// The epoch and seq of the last id, when there was one.
+    last_id: Option<(String, u64)>,
+    per_channel: HashMap<String, SeqCheck>,
+    pub gaps: u64,
+    pub repeats: u64,
+}
+
+impl ChannelCheck {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One event: its id's epoch and seq, its channel and its `n`.
+    pub fn observe(&mut self, epoch: &str, seq: u64, channel: &str, n: u64) {
+        let out_of_order = self
+            .last_id
+            .as_ref()
+            .is_some_and(|(e, last)| e == epoch && seq <= *last);
+        if self.last_id.as_ref().is_none_or(|(e, _)| e != epoch) {
+            self.last_id = Some((epoch.to_owned(), seq));
+        } else if let Some((_, last)) = &mut self.last_id {
+            *last = (*last).max(seq);
+        }
+        let check = self
+            .per_channel
+            .entry(channel.to_owned())
+            .or_insert_with(SeqCheck::from_first);
+        let (gaps, repeats) = (check.gaps, check.repeats);
+        check.observe(n);
+        self.gaps += check.gaps - gaps;
+        if out_of_order || check.repeats > repeats {
+            self.repeats += 1;
+        }
+    }
+
+    /// The server said it could not continue these channels (a `reset`): their counts
+    /// start again from the next event seen on each.
+    pub fn reset<'a>(&mut self, channels: impl IntoIterator<Item = &'a str>) {
+        for c in channels {
+            self.per_channel.remove(c);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channels_count_from_their_first_event_and_ids_only_rise() {
+        let mut c = ChannelCheck::new();
+        // Two channels interleaved: seqs rise but skip, each channel's n is consecutive.
+        c.observe("e", 3, "a", 10);
+        c.observe("e", 5, "b", 1);
+        c.observe("e", 9, "a", 11);
+        c.observe("e", 12, "b", 2);
+        assert_eq!((c.gaps, c.repeats), (0, 0));
+        // A lost event on `a` (n 12 missing) is one gap.
+        c.observe("e", 20, "a", 13);
+        assert_eq!((c.gaps, c.repeats), (1, 0));
+        // The same event twice is one repeat, however many rules it breaks.
+        c.observe("e", 20, "a", 13);
+        assert_eq!((c.gaps, c.repeats), (1, 1));
+        // An id going back with a fresh n is still a repeat.
+        c.observe("e", 19, "b", 3);
+        assert_eq!((c.gaps, c.repeats), (1, 2));
+    }
+
+    #[test]
+    fn a_reset_or_a_new_epoch_starts_the_checks_again() {
+        let mut c = ChannelCheck::new();
+        c.observe("e", 7, "a", 5);
+        c.reset(["a"]);
+        c.observe("e", 8, "a", 1);
+        assert_eq!((c.gaps, c.repeats), (0, 0));
+        // Another epoch's seqs start over: not a repeat.
+        c.observe("f", 1, "a", 2);
+        assert_eq!((c.gaps, c.repeats), (0, 0));
+        c.observe("f", 2, "a", 4);
+        assert_eq!((c.gaps, c.repeats), (1, 0));
+    }
 
     #[test]
     fn small_values_are_exact() {

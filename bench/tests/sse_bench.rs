@@ -174,7 +174,30 @@ async fn twenty_streams_from_warp_naive_arrive_whole() {
     .await;
     clean_run(&report, 20);
     let server_figures = report.server.expect("server figures with --server-pid");
-    assert!(server_figures.cpu_us_window >= 0.0, "{report:#?}");
+    assert_eq!(
+        (server_figures.pid, server_figures.processes),
+        (server.id().unwrap(), 1)
+    );
+    // Writing every tick of the window costs the server CPU time, no more than its
+    // cores can give in the window, and the figure per event is that time over them.
+    let cpu = server_figures.cpu_us_window;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    assert!(
+        cpu > 0.0,
+        "no server CPU for {} events: {report:#?}",
+        report.events_in_window
+    );
+    assert!(
+        cpu <= report.window_secs * 1e6 * cores,
+        "more CPU than {cores} cores have in the window: {report:#?}"
+    );
+    // Within a rounding: serde_json's default float parsing may be one ULP off.
+    let per_event = cpu / report.events_in_window as f64;
+    let reported = server_figures.cpu_us_per_event.expect("CPU per event");
+    assert!(
+        (reported - per_event).abs() <= per_event * 1e-9,
+        "{reported} µs per event reported, {per_event} from the figures: {report:#?}"
+    );
     assert!(server_figures.rss_steady_kib > 0);
 }
 
@@ -200,15 +223,10 @@ async fn worker_processes_share_the_streams_and_their_figures_merge() {
     assert_eq!(report.procs, 2);
 }
 
-#[tokio::test]
-async fn skipped_and_repeated_numbers_are_counted() {
-    // Every stream sends 1, 2, 4, 4, 5, then stays open: one gap (3), one repeat.
-    let route = warp::any().map(|| {
-        let frames = [1, 2, 4, 4, 5].map(|n| {
-            Ok::<_, std::io::Error>(format!(
-                "id: {n}\ndata: {{\"num\":{n},\"sent_at_us\":1}}\n\n"
-            ))
-        });
+/// A server in this process that sends every stream `frames`, then holds it open.
+async fn serve_script(frames: Vec<String>) -> std::net::SocketAddr {
+    let route = warp::any().map(move || {
+        let frames = frames.clone().into_iter().map(Ok::<_, std::io::Error>);
         warp::reply::stream(
             futures_util::stream::iter(frames).chain(futures_util::stream::pending()),
         )
@@ -216,6 +234,18 @@ async fn skipped_and_repeated_numbers_are_counted() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(warp::serve(route).incoming(listener).run());
+    addr
+}
+
+#[tokio::test]
+async fn skipped_and_repeated_numbers_are_counted() {
+    // Every stream sends 1, 2, 4, 4, 5, then stays open: one gap (3), one repeat.
+    let addr = serve_script(
+        [1, 2, 4, 4, 5]
+            .map(|n| format!("id: {n}\ndata: {{\"num\":{n},\"sent_at_us\":1}}\n\n"))
+            .to_vec(),
+    )
+    .await;
     let report = sse_bench(&[
         &format!("http://{addr}/"),
         "--streams",
@@ -554,4 +584,149 @@ async fn http2_is_refused_without_tls() {
     .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+}
+
+#[tokio::test]
+async fn a_channel_stream_counts_each_channels_skipped_and_repeated_numbers() {
+    // Two channels interleaved, ids rising but not consecutive: `a` skips n 2 (one
+    // gap), the event of id 9 comes twice (one repeat), `b` is whole.
+    let frames = [(3, "a", 1), (5, "b", 1), (7, "a", 3), (8, "b", 2), (9, "b", 3), (9, "b", 3)]
+        .map(|(seq, channel, n)| {
+            format!(
+                "id: e1-{seq}\ndata: {{\"channel\":\"{channel}\",\"data\":{{\"n\":{n}}},\"sent_at_us\":1}}\n\n"
+            )
+        });
+    let addr = serve_script(frames.to_vec()).await;
+    let report = sse_bench(&[
+        &format!("http://{addr}/api/events?channel=a&channel=b"),
+        "--streams",
+        "2",
+        "--warmup",
+        "0",
+        "--window",
+        "0.5",
+    ])
+    .await;
+    assert_eq!(report.kind, StreamKind::Channels, "{report:#?}");
+    assert_eq!(report.established, 2, "{report:#?}");
+    assert_eq!((report.gaps, report.repeats), (2, 2), "{report:#?}");
+    assert_eq!(report.failed_total, 0, "{report:#?}");
+}
+
+/// A fresh HS256 secret for sse-counter and a token that may publish everywhere,
+/// minted by `sse-counter token`, as files in a directory of this test's own.
+async fn secret_and_token(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sse-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("jwt-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-test-only").unwrap();
+    let out = timeout(
+        Duration::from_secs(30),
+        Command::new(sse_counter_binary().await)
+            .args(["token", "--publish", "*", "--ttl-secs", "600"])
+            .arg("--jwt-secret-file")
+            .arg(&secret)
+            .output(),
+    )
+    .await
+    .expect("sse-counter token did not finish in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = dir.join("token");
+    std::fs::write(&token, &out.stdout).unwrap();
+    (secret, token)
+}
+
+async fn start_sse_counter_with_secret(secret: &Path) -> (Child, String) {
+    start(
+        Command::new(sse_counter_binary().await)
+            .args(["--addr", "127.0.0.1:0", "--static-dir", "/nonexistent"])
+            .args([
+                "--channel-publish-rate",
+                "1000000",
+                "--publish-rate",
+                "1000000",
+            ])
+            .arg("--jwt-secret-file")
+            .arg(secret)
+            // Subscribed without a token: the channels are public.
+            .args(["--public-channel", "*"])
+            .env("SSE_COUNTER_LOG", "error"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn streams_spread_over_channels_of_sse_counter_get_every_publish_of_theirs() {
+    let (secret, token) = secret_and_token("channels").await;
+    let (server, base) = start_sse_counter_with_secret(&secret).await;
+    let pid = server.id().unwrap().to_string();
+    let report = sse_bench(&[
+        &format!("{base}/api/events?channel=bench/{{i}}"),
+        "--channels",
+        "3",
+        "--streams",
+        "6",
+        "--procs",
+        "2",
+        "--publish-rate",
+        "60",
+        "--publish-path",
+        "/api/publish",
+        "--publish-token-file",
+        token.to_str().unwrap(),
+        "--warmup",
+        "0.3",
+        "--window",
+        "1",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    clean_run(&report, 6);
+    assert_eq!(report.kind, StreamKind::Channels);
+    let publish = report.publish.clone().expect("publisher figures");
+    assert_eq!(publish.ok, publish.sent, "{report:#?}");
+    assert_eq!(publish.path, "/api/publish");
+    // Each stream gets its channel's third of the publishes: 20 a second.
+    assert_eq!(report.expected_events_per_sec, Some(6.0 * 20.0));
+    // Each publish in the window reaches the two streams of its channel.
+    let lo = 2 * publish.ok_in_window.saturating_sub(6);
+    assert!(
+        report.events_in_window >= lo && report.events_in_window <= 2 * publish.ok_in_window + 6,
+        "{report:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_publish_flood_without_subscribers_counts_what_the_server_took() {
+    let (secret, token) = secret_and_token("flood").await;
+    let (_server, base) = start_sse_counter_with_secret(&secret).await;
+    for path in ["/api/publish", "/api/shared/increment"] {
+        let report = sse_bench(&[
+            &format!("{base}/api/events?channel=bench/0"),
+            "--streams",
+            "0",
+            "--publish-flood",
+            "2",
+            "--publish-path",
+            path,
+            "--publish-token-file",
+            token.to_str().unwrap(),
+            "--warmup",
+            "0.2",
+            "--window",
+            "0.5",
+        ])
+        .await;
+        let publish = report.publish.clone().expect("publisher figures");
+        assert_eq!(publish.flood_connections, 2);
+        assert!(publish.ok_in_window > 0, "{report:#?}");
+        assert_eq!((publish.refused, publish.failed), (0, 0), "{report:#?}");
+        assert_eq!(report.established, 0);
+    }
 }

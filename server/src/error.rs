@@ -19,14 +19,36 @@ pub enum ApiError {
     TooManyStreams { retry_after_secs: u64 },
     #[error("the server is shutting down")]
     ShuttingDown { retry_after_secs: u64 },
-    #[error("the shared counter's store is unavailable, try again later")]
+    #[error("the store is unavailable, try again later")]
     StoreUnavailable { retry_after_secs: u64 },
+    #[error("too many publishes from this publisher, try again in {retry_after_secs} s")]
+    PublishRateLimited { retry_after_secs: u64 },
+    /// 401 with `WWW-Authenticate: Bearer` (and `error="invalid_token"` when a token
+    /// was sent).
+    #[error("{error}")]
+    Unauthorized { error: String, invalid_token: bool },
+    #[error("{0}")]
+    Forbidden(String),
+    /// A subscription refused for `channel`: 401 (no or a bad token) or 403.
+    #[error("{error}")]
+    ChannelRefused {
+        channel: String,
+        error: String,
+        unauthorized: bool,
+        invalid_token: bool,
+    },
+    #[error("{0}")]
+    BadBody(String),
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
     #[error("too many increments from this address, try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("this request takes no body")]
     BodyNotAllowed,
     #[error("the request body may not exceed {max} bytes (and this one takes none)")]
     BodyTooLarge { max: u64 },
+    #[error("a publish body may not exceed {max} bytes (--max-event-bytes)")]
+    EventTooLarge { max: u64 },
     #[error("origin not allowed")]
     OriginRefused,
     #[error("the page has not been built: run `cargo xtask demo`, or `trunk build --release` and point --static-dir at web/dist")]
@@ -38,8 +60,23 @@ impl warp::reject::Reject for ApiError {}
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Param(_) | ApiError::BodyNotAllowed => StatusCode::BAD_REQUEST,
-            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Param(_) | ApiError::BodyNotAllowed | ApiError::BadBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::ChannelRefused { unauthorized, .. } => {
+                if *unauthorized {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::FORBIDDEN
+                }
+            }
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PublishRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTooLarge { .. } | ApiError::EventTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound | ApiError::PageNotBuilt => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -62,6 +99,11 @@ impl ApiError {
             ApiError::StoreUnavailable { .. } => {
                 ErrorBody::unavailable(self.to_string(), UnavailableReason::StoreUnavailable)
             }
+            ApiError::ChannelRefused { channel, .. } => ErrorBody {
+                param: Some(shared::params::CHANNEL.to_owned()),
+                value: Some(channel.chars().take(ErrorBody::MAX_VALUE_LEN).collect()),
+                ..ErrorBody::new(self.to_string())
+            },
             other => ErrorBody::new(other.to_string()),
         }
     }
@@ -78,8 +120,24 @@ impl Reply for ApiError {
             ApiError::TooManyStreams { retry_after_secs }
             | ApiError::ShuttingDown { retry_after_secs }
             | ApiError::StoreUnavailable { retry_after_secs }
-            | ApiError::RateLimited { retry_after_secs } => {
+            | ApiError::RateLimited { retry_after_secs }
+            | ApiError::PublishRateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ApiError::ChannelRefused {
+                unauthorized: true,
+                invalid_token,
+                ..
+            }
+            | ApiError::Unauthorized { invalid_token, .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(if invalid_token {
+                        "Bearer error=\"invalid_token\""
+                    } else {
+                        "Bearer"
+                    }),
+                );
             }
             _ => {}
         }

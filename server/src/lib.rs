@@ -1,8 +1,10 @@
 //! sse-counter: a warp + tokio server that streams counters over Server-Sent Events.
 //!
-//! [`routes`] is the whole HTTP surface; [`run`] serves it on a listener the caller has
+//! [`routes()`] is the whole HTTP surface; [`run`] serves it on a listener the caller has
 //! bound, until the shutdown future resolves. `docs/architecture.md` maps the modules.
 
+pub mod access;
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
@@ -16,15 +18,16 @@ pub mod store;
 pub mod streams;
 
 pub use config::{Config, ConfigError};
+pub use config::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use routes::routes;
-pub use serve::{run_threads, run_with_metrics, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use serve::{run_threads, run_with_metrics};
 pub use state::AppState;
 
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
-/// Serves [`routes`] on `listener` until `shutdown` resolves; then stops accepting,
+/// Serves [`routes()`] on `listener` until `shutdown` resolves; then stops accepting,
 /// ends every open stream with `event: end` (reason `shutdown`) and waits up to
 /// `shutdown_grace` for the connections to close. A `config` that does not
 /// [validate](Config::validate) is refused with `InvalidInput`.

@@ -22,16 +22,22 @@ pub enum DisconnectReason {
     Stalled,
     /// A shared-stream subscriber fell further behind than the history holds.
     Lagged,
+    /// The token the stream was opened with expired (`end` with reason `expired`).
+    Expired,
+    /// The stream's session was revoked (`end` with reason `revoked`).
+    Revoked,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 6] = [
+    pub const ALL: [DisconnectReason; 8] = [
         DisconnectReason::Complete,
         DisconnectReason::Shutdown,
         DisconnectReason::Client,
         DisconnectReason::Fault,
         DisconnectReason::Stalled,
         DisconnectReason::Lagged,
+        DisconnectReason::Expired,
+        DisconnectReason::Revoked,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -42,6 +48,8 @@ impl DisconnectReason {
             DisconnectReason::Fault => "fault",
             DisconnectReason::Stalled => "stalled",
             DisconnectReason::Lagged => "lagged",
+            DisconnectReason::Expired => "expired",
+            DisconnectReason::Revoked => "revoked",
         }
     }
 }
@@ -78,6 +86,43 @@ impl PublishRejection {
     }
 }
 
+/// Why a publish on a channel was refused, as counted in
+/// `sse_channel_publish_rejected_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelRejection {
+    /// No credential, or one that is not valid.
+    Auth,
+    /// A credential that does not grant the channel, the channel `counter`, publishing
+    /// off, or an `Origin` that is not allowed.
+    Forbidden,
+    /// A body that is not a publish: malformed, too large, another content type.
+    Body,
+    /// Over `--channel-publish-rate` for the publisher.
+    Rate,
+    /// The store could not be reached.
+    Store,
+}
+
+impl ChannelRejection {
+    pub const ALL: [ChannelRejection; 5] = [
+        ChannelRejection::Auth,
+        ChannelRejection::Forbidden,
+        ChannelRejection::Body,
+        ChannelRejection::Rate,
+        ChannelRejection::Store,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChannelRejection::Auth => "auth",
+            ChannelRejection::Forbidden => "forbidden",
+            ChannelRejection::Body => "body",
+            ChannelRejection::Rate => "rate",
+            ChannelRejection::Store => "store",
+        }
+    }
+}
+
 pub struct Metrics {
     handle: PrometheusHandle,
     pub active_streams: Gauge,
@@ -90,8 +135,21 @@ pub struct Metrics {
     pub shared_published: Counter,
     /// 1 while the shared counter's store answers (always, for the embedded one).
     pub shared_store_up: Gauge,
+    /// Changes of the Redis primary followed (a Sentinel failover).
+    pub store_failovers: Counter,
+    /// When the primary followed now was first followed (Unix seconds; 0: none).
+    pub store_primary_since: Gauge,
     /// One counter per [`PublishRejection`], in the order of `PublishRejection::ALL`.
     publish_rejected: Vec<Counter>,
+    /// Events published on channels by this instance (the counter's changes excluded).
+    pub channel_published: Counter,
+    /// One counter per [`ChannelRejection`], in the order of `ChannelRejection::ALL`.
+    channel_rejected: Vec<Counter>,
+    /// Channels summed over the open `/api/events` streams.
+    pub channel_subscriptions: Gauge,
+    /// Events in the history (every channel, the counter's included) and their bytes.
+    pub history_events: Gauge,
+    pub history_bytes: Gauge,
 }
 
 impl Metrics {
@@ -136,9 +194,44 @@ impl Metrics {
                 "1 while the shared counter's store (Redis, or this process) answers"
             );
             metrics::describe_counter!(
+                "sse_store_failovers_total",
+                Unit::Count,
+                "changes of the Redis primary this instance follows (Sentinel failovers)"
+            );
+            metrics::describe_gauge!(
+                "sse_store_primary_since_seconds",
+                Unit::Seconds,
+                "when this instance began to follow its Redis primary (Unix time; 0: none)"
+            );
+            metrics::describe_counter!(
                 "sse_shared_publish_rejected_total",
                 Unit::Count,
                 "increments of the shared counter refused, by reason"
+            );
+            metrics::describe_counter!(
+                "sse_channel_published_total",
+                Unit::Count,
+                "events published on channels through this instance"
+            );
+            metrics::describe_counter!(
+                "sse_channel_publish_rejected_total",
+                Unit::Count,
+                "publishes on channels refused, by reason"
+            );
+            metrics::describe_gauge!(
+                "sse_channel_subscriptions",
+                Unit::Count,
+                "channels summed over the open /api/events streams"
+            );
+            metrics::describe_gauge!(
+                "sse_history_events",
+                Unit::Count,
+                "events kept for replay, every channel together"
+            );
+            metrics::describe_gauge!(
+                "sse_history_bytes",
+                Unit::Bytes,
+                "bytes of the events kept for replay"
             );
             // Every series exists, at zero, before the first event.
             let gauge = |name: &'static str| {
@@ -170,8 +263,24 @@ impl Metrics {
                     c
                 })
                 .collect();
+            let channel_rejected = ChannelRejection::ALL
+                .iter()
+                .map(|reason| {
+                    let c = metrics::counter!(
+                        "sse_channel_publish_rejected_total",
+                        "reason" => reason.as_str()
+                    );
+                    c.absolute(0);
+                    c
+                })
+                .collect();
             Metrics {
                 handle,
+                channel_published: counter("sse_channel_published_total"),
+                channel_rejected,
+                channel_subscriptions: gauge("sse_channel_subscriptions"),
+                history_events: gauge("sse_history_events"),
+                history_bytes: gauge("sse_history_bytes"),
                 active_streams: gauge("sse_active_streams"),
                 streams_total: counter("sse_streams_total"),
                 events_sent: counter("sse_events_sent_total"),
@@ -180,6 +289,8 @@ impl Metrics {
                 shared_value: gauge("sse_shared_value"),
                 shared_published: counter("sse_shared_published_total"),
                 shared_store_up: gauge("sse_shared_store_up"),
+                store_failovers: counter("sse_store_failovers_total"),
+                store_primary_since: gauge("sse_store_primary_since_seconds"),
                 publish_rejected,
             }
         })
@@ -199,6 +310,14 @@ impl Metrics {
             .position(|r| *r == reason)
             .expect("ALL lists every reason");
         &self.publish_rejected[index]
+    }
+
+    pub fn channel_rejected(&self, reason: ChannelRejection) -> &Counter {
+        let index = ChannelRejection::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
+        &self.channel_rejected[index]
     }
 
     /// The Prometheus text exposition.

@@ -1,24 +1,34 @@
-//! The per-address limit on increments of the shared counter: `rate` a second, bursts
-//! of twice as many (GCRA, from the `governor` crate).
+//! The limits on publishing: increments of the shared counter per client address, and
+//! channel publishes per publisher; `rate` a second, bursts of twice as many (GCRA,
+//! from the `governor` crate).
 
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub struct PublishLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+/// A keyed limit: per client address for increments, per publisher for channels.
+pub struct PublishLimiter<K: Hash + Eq + Clone = IpAddr> {
+    limiter: DefaultKeyedRateLimiter<K>,
     checks: AtomicU64,
+}
+
+/// Who a channel publish is counted for: the token's `sub`, else the client address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Publisher {
+    Sub(String),
+    Addr(IpAddr),
 }
 
 /// Addresses idle long enough to be back at a full burst are forgotten every this many
 /// checks, so the map stays as small as the set of recent publishers.
 const PRUNE_EVERY: u64 = 4096;
 
-impl PublishLimiter {
+impl<K: Hash + Eq + Clone> PublishLimiter<K> {
     pub fn new(rate: u32) -> Self {
         let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
         let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
@@ -28,13 +38,13 @@ impl PublishLimiter {
         }
     }
 
-    /// Takes one increment for `addr`, or says how long until one is allowed.
-    pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
+    /// Takes one publish for `key`, or says how long until one is allowed.
+    pub fn check(&self, key: K) -> Result<(), Duration> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.limiter.retain_recent();
         }
         self.limiter
-            .check_key(&addr)
+            .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 }

@@ -1,12 +1,14 @@
 //! The `sse-counter` binary: the `listening on` line, SIGTERM ending open streams with
-//! exit status 0, the `SSE_COUNTER_*` environment fallbacks, and bad flags refused.
+//! exit status 0, the `SSE_COUNTER_*` environment fallbacks, bad flags refused, the JWT
+//! keys checked at start and the `token` command.
 
 mod support;
 
 use reqwest::StatusCode;
+use server::auth::{Rules, Verifier};
 use shared::EndReason;
-use support::binary::launch;
-use support::{Endpoint as _, Finish};
+use support::binary::{launch, BIN, EXIT_LIMIT};
+use support::{within_for, Endpoint as _, Finish, TempDir};
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_exits_zero() {
@@ -124,4 +126,188 @@ async fn bad_flags_exit_non_zero_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "stderr:\n{stderr}");
     assert!(stderr.contains("soon"), "{stderr}");
+}
+
+/// A file of `contents` in `dir`.
+fn write(dir: &TempDir, name: &str, contents: &[u8]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).expect("write a key file");
+    path
+}
+
+/// The RSA public key of `tests/data` (test-only).
+fn rsa_public_key() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/test-only-rsa-public.pem")
+}
+
+#[tokio::test]
+async fn jwt_keys_are_checked_before_the_server_starts() {
+    let dir = TempDir::new("jwt-keys");
+    let short = write(&dir, "short", b"0123456789abcdef0123456789abcde\n");
+    let short = short.to_str().unwrap();
+    let out = launch().args(["--jwt-secret-file", short]).output().await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(out.stdout.is_empty(), "no `listening on`");
+    for word in ["--jwt-secret-file", short, "31 bytes", "at least 32"] {
+        assert!(stderr.contains(word), "{word:?} in stderr:\n{stderr}");
+    }
+    // The same through the environment.
+    let out = launch()
+        .env("SSE_COUNTER_JWT_SECRET_FILE", short)
+        .output()
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    assert_refused(
+        &["--jwt-public-key-file", missing],
+        &["--jwt-public-key-file", missing],
+    )
+    .await;
+    let private = write(
+        &dir,
+        "private.pem",
+        include_bytes!("data/test-only-rsa-private.pem"),
+    );
+    assert_refused(
+        &["--jwt-public-key-file", private.to_str().unwrap()],
+        &["private key"],
+    )
+    .await;
+    let secret = write(&dir, "secret", &[b'k'; 32]);
+    let public = rsa_public_key();
+    assert_refused(
+        &[
+            "--jwt-secret-file",
+            secret.to_str().unwrap(),
+            "--jwt-public-key-file",
+            public.to_str().unwrap(),
+        ],
+        &["cannot be used with"],
+    )
+    .await;
+    assert_refused(&["--jwt-audience", "sse"], &["--jwt-secret-file"]).await;
+
+    // Good keys: the server starts and says which algorithm it checks.
+    for (flag, path, algorithm) in [
+        ("--jwt-secret-file", secret.as_path(), "HS256"),
+        ("--jwt-public-key-file", public.as_path(), "RS256"),
+    ] {
+        let mut bin = launch().arg(flag).arg(path).start().await;
+        bin.wait_for_log(algorithm).await;
+        bin.sigterm();
+        let status = bin.exit().await;
+        assert!(status.success(), "{status}; stderr:\n{}", bin.log());
+    }
+}
+
+#[tokio::test]
+async fn the_token_command_prints_a_token_the_server_accepts() {
+    let dir = TempDir::new("jwt-token");
+    let secret = write(&dir, "secret", b"0123456789abcdef0123456789abcdef\n");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.env_clear()
+        .arg("token")
+        .arg("--jwt-secret-file")
+        .arg(&secret)
+        .args(["--publish", "rooms/*", "--publish", "news"])
+        .args(["--subscribe", "users/ada", "--revoke"])
+        .args(["--sub", "ada", "--sid", "s-1", "--ttl-secs", "120"])
+        .args(["--audience", "sse", "--issuer", "me"]);
+    let out = within_for(EXIT_LIMIT, "sse-counter token", cmd.output())
+        .await
+        .expect("run sse-counter token");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}; stderr:\n{stderr}", out.status);
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let token = stdout
+        .strip_suffix('\n')
+        .expect("one line, ending in a newline");
+    assert!(!token.contains(['\n', ' ']), "only the token: {stdout:?}");
+
+    let rules = Rules {
+        audience: Some("sse".into()),
+        issuer: Some("me".into()),
+    };
+    let claims = Verifier::from_secret_file(&secret, rules)
+        .expect("the secret")
+        .verify(token)
+        .expect("the token verifies with the same secret");
+    assert_eq!(claims.sub.as_deref(), Some("ada"));
+    assert_eq!(claims.sid.as_deref(), Some("s-1"));
+    assert_eq!(claims.exp - claims.iat.expect("iat"), 120);
+    assert!(claims.sse.may_publish("rooms/a/b") && claims.sse.may_publish("news"));
+    assert!(!claims.sse.may_publish("users/ada"));
+    assert!(claims.sse.may_subscribe("users/ada") && !claims.sse.may_subscribe("rooms/a"));
+    assert!(claims.sse.revoke);
+
+    // Another secret does not accept it; a bad pattern or a short secret is refused.
+    let other = Verifier::from_secret(&[b'x'; 32], Rules::default()).unwrap();
+    assert!(other.verify(token).is_err());
+    for (args, says) in [
+        (vec!["--publish", "a*b"], "--publish"),
+        (vec!["--ttl-secs", "0"], "--ttl-secs"),
+    ] {
+        let out = tokio::process::Command::new(BIN)
+            .env_clear()
+            .arg("token")
+            .arg("--jwt-secret-file")
+            .arg(&secret)
+            .args(&args)
+            .output()
+            .await
+            .expect("run sse-counter token");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{args:?}"
+        );
+    }
+    let short = write(&dir, "short", b"short");
+    let out = tokio::process::Command::new(BIN)
+        .env_clear()
+        .arg("token")
+        .arg("--jwt-secret-file")
+        .arg(&short)
+        .output()
+        .await
+        .expect("run sse-counter token");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+}
+
+/// The descriptor table is sized for `--max-streams` connections before the first is
+/// accepted: grown later, in a process of several threads, each doubling made an
+/// `accept` wait for an RCU grace period (docs/performance.md, time to headers).
+#[tokio::test]
+async fn the_descriptor_table_holds_max_streams_from_the_start() {
+    let mut bin = launch()
+        .args(["--max-streams", "3000", "--threads", "2"])
+        .start()
+        .await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bin.pid()))
+        .expect("read the server's /proc status");
+    let size: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FDSize in /proc/PID/status");
+    // Capped by the open-files limit the test runs under.
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", bin.pid()))
+        .expect("read the server's /proc limits")
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .expect("the open-files limit");
+    assert!(
+        size >= (3000 + 1024).min(limit),
+        "FDSize {size} (open-files limit {limit})"
+    );
+    bin.sigterm();
+    let status = bin.exit().await;
+    assert!(status.success(), "{status}; stderr:\n{}", bin.log());
 }

@@ -54,16 +54,13 @@ async fn a_client_that_stops_reading_is_closed_as_stalled_and_slows_no_one() {
             .await,
         0.0
     );
-    report::record(
-        "stall",
-        serde_json::json!({
-            "stalled_clients": 1,
-            "closed_as_stalled": 1,
-            "stall_timeout_secs": 1,
-            "other_client_ticks": ids.len(),
-            "other_client_gaps_or_repeats": 0,
-        }),
-    );
+    report::record(report::Line::Stall(bench::reliability::Stall {
+        stalled_clients: 1,
+        closed_as_stalled: 1,
+        stall_timeout_secs: 1,
+        other_client_ticks: ids.len() as u64,
+        other_client_gaps_or_repeats: 0,
+    }));
     drop(stalled);
     server.stop().await;
 }
@@ -201,10 +198,13 @@ async fn a_corpus_of_hostile_requests_gets_clear_answers() {
     let (status, body) = (answer.status_line(), answer.rest());
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(body.contains("event: end"), "{body}");
-    report::record(
-        "hostile_input",
-        serde_json::json!({ "requests": tried, "answered_as_expected": tried, "server_errors": 0 }),
-    );
+    report::record(report::Line::HostileInput(
+        bench::reliability::HostileInput {
+            requests: tried as u64,
+            answered_as_expected: tried as u64,
+            server_errors: 0,
+        },
+    ));
     server.stop().await;
 }
 

@@ -30,6 +30,7 @@ async fn metrics_are_prometheus_text_from_zero() {
         "# TYPE sse_streams_total counter",
         "# TYPE sse_events_sent_total counter",
         "# TYPE sse_disconnects_total counter",
+        "# TYPE sse_store_failovers_total counter",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
     }
@@ -37,6 +38,7 @@ async fn metrics_are_prometheus_text_from_zero() {
     assert_eq!(metrics.get("sse_active_streams"), 0.0);
     assert_eq!(metrics.get("sse_streams_total"), 0.0);
     assert_eq!(metrics.get("sse_events_sent_total"), 0.0);
+    assert_eq!(metrics.get("sse_store_failovers_total"), 0.0);
     for reason in REASONS {
         assert_eq!(metrics.get(&disconnects(reason)), 0.0, "{reason}");
     }

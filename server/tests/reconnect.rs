@@ -4,6 +4,7 @@
 
 mod support;
 
+use bench::reliability::ReconnectSpread;
 use reqwest::StatusCode;
 use server::Config;
 use shared::UnavailableReason;
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::binary::launch;
 use support::raw::RawConn;
-use support::report::{record, scale};
+use support::report::{record, scale, Line};
 use support::{config, spawn, within_for, Endpoint as _};
 
 #[tokio::test]
@@ -217,18 +218,15 @@ async fn a_restart_brings_clients_back_spread_out_not_in_a_stampede() {
         busiest(&stampede_hist) > busiest(&spread_hist) * 3,
         "stampede: {stampede_hist:?} against spread: {spread_hist:?}"
     );
-    record(
-        "reconnect_spread",
-        serde_json::json!({
-            "clients": clients,
-            "retry_ms": retry_ms,
-            "spread_ms": spread_ms,
-            "bucket_ms": bucket.as_millis() as u64,
-            "spread_histogram": spread_hist,
-            "spread_peak_per_sec": spread_peak,
-            "stampede_histogram": stampede_hist,
-            "stampede_peak_per_sec": stampede_peak,
-            "distinct_retries": distinct.len(),
-        }),
-    );
+    record(Line::ReconnectSpread(ReconnectSpread {
+        clients: clients as u64,
+        retry_ms,
+        spread_ms,
+        bucket_ms: bucket.as_millis() as u64,
+        spread_histogram: spread_hist,
+        spread_peak_per_sec: spread_peak,
+        stampede_histogram: stampede_hist,
+        stampede_peak_per_sec: stampede_peak,
+        distinct_retries: distinct.len() as u64,
+    }));
 }

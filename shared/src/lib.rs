@@ -5,8 +5,13 @@
 //! Both sides depend on this crate, so a renamed field or a changed limit fails to
 //! compile (or fails a golden test below) instead of drifting silently.
 
+pub mod channels;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+pub mod channel;
+pub use channel::{valid_channel, ChannelError, ChannelName, Pattern, COUNTER_CHANNEL};
 
 /// Route paths served by the server.
 pub mod paths {
@@ -22,10 +27,33 @@ pub mod paths {
     pub const SHARED: &str = "/api/shared";
     /// `POST` adds one to the shared counter.
     pub const SHARED_INCREMENT: &str = "/api/shared/increment";
+    /// `POST`: publish one event on a channel.
+    pub const PUBLISH: &str = "/api/publish";
+    /// `GET`: one stream of the listed channels.
+    pub const EVENTS: &str = "/api/events";
+    /// `POST`: end every stream of a session and refuse its token.
+    pub const REVOKE: &str = "/api/revoke";
+    /// The demo sign-in (`--demo-login`): `POST` signs in, `GET` says who, `DELETE`
+    /// signs out.
+    pub const SESSION: &str = "/api/session";
+    /// `POST`: a fresh cookie for the same session.
+    pub const SESSION_REFRESH: &str = "/api/session/refresh";
     /// The page.
     pub const INDEX: &str = "/";
     /// Every route the server answers, for tests that prove each one is served.
-    pub const ALL: [&str; 6] = [COUNTER, SHARED, SHARED_INCREMENT, METRICS, HEALTHZ, INDEX];
+    pub const ALL: [&str; 11] = [
+        COUNTER,
+        SHARED,
+        SHARED_INCREMENT,
+        PUBLISH,
+        EVENTS,
+        REVOKE,
+        SESSION,
+        SESSION_REFRESH,
+        METRICS,
+        HEALTHZ,
+        INDEX,
+    ];
 }
 
 /// Names used on the SSE wire.
@@ -53,6 +81,8 @@ pub mod params {
     pub const INTERVAL_MS: &str = "interval_ms";
     pub const LAST_EVENT_ID: &str = "last_event_id";
     pub const DROP_AFTER: &str = "drop_after";
+    /// `/api/events`: one listed channel (repeated for more).
+    pub const CHANNEL: &str = "channel";
     /// Every parameter the stream understands; anything else is refused.
     pub const ALL: [&str; 4] = [COUNT, INTERVAL_MS, LAST_EVENT_ID, DROP_AFTER];
     /// Every parameter [`paths::SHARED`](crate::paths::SHARED) understands.
@@ -74,7 +104,7 @@ pub mod limits {
     pub const MAX_NUMBER_LEN: usize = 20;
     /// `--history`: how many recent changes of the shared counter are kept for replay.
     pub const HISTORY: RangeInclusive<u64> = 1..=1_000_000;
-    pub const DEFAULT_HISTORY: u64 = 1000;
+    pub const DEFAULT_HISTORY: u64 = 100_000;
     /// `--publish-rate`: increments per second per client address (bursts of twice it).
     pub const PUBLISH_RATE: RangeInclusive<u64> = 1..=1_000_000;
     pub const DEFAULT_PUBLISH_RATE: u64 = 10;
@@ -99,6 +129,10 @@ pub enum EndReason {
     Complete,
     /// The server is shutting down.
     Shutdown,
+    /// The token the stream was opened with expired (`/api/events`).
+    Expired,
+    /// The session the stream was opened with was revoked (`/api/events`).
+    Revoked,
 }
 
 impl EndReason {
@@ -106,6 +140,8 @@ impl EndReason {
         match self {
             EndReason::Complete => "complete",
             EndReason::Shutdown => "shutdown",
+            EndReason::Expired => "expired",
+            EndReason::Revoked => "revoked",
         }
     }
 }
@@ -253,6 +289,16 @@ pub enum ParamError {
     Unknown { param: String },
     #[error("{param} (fault injection) is not enabled on this server")]
     FaultInjectionDisabled { param: String },
+    #[error("{param} must be {what}")]
+    Malformed {
+        param: String,
+        value: String,
+        what: &'static str,
+    },
+    #[error("at most {max} {param} parameters are allowed")]
+    TooMany { param: String, max: u64 },
+    #[error("{param} is required")]
+    Missing { param: String },
 }
 
 impl ParamError {
@@ -262,13 +308,16 @@ impl ParamError {
             ParamError::Invalid { param, .. }
             | ParamError::Repeated { param }
             | ParamError::Unknown { param }
-            | ParamError::FaultInjectionDisabled { param } => param,
+            | ParamError::FaultInjectionDisabled { param }
+            | ParamError::Malformed { param, .. }
+            | ParamError::TooMany { param, .. }
+            | ParamError::Missing { param } => param,
         }
     }
 
     fn value(&self) -> Option<&str> {
         match self {
-            ParamError::Invalid { value, .. } => Some(value),
+            ParamError::Invalid { value, .. } | ParamError::Malformed { value, .. } => Some(value),
             _ => None,
         }
     }
@@ -404,7 +453,7 @@ impl SharedParams {
         let mut out = SharedParams::default();
         let mut seen = false;
         for (key, value) in pairs {
-            if key != params::LAST_EVENT_ID {
+            if !params::SHARED_ALL.contains(&key) {
                 return Err(ParamError::Unknown {
                     param: key.chars().take(ErrorBody::MAX_VALUE_LEN).collect(),
                 });

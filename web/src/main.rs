@@ -9,13 +9,16 @@
 
 mod source;
 mod state;
+mod tabs;
 mod timer;
 mod view;
 
 use source::{Handler, Source, SourceEvent};
+use state::chat;
 use state::reconnect::Config;
 use state::shared_counter::{self, join_requested};
-use state::{Answer, Effect, Msg, State};
+use state::tab_share::{self, share_requested};
+use state::{Answer, Effect, Msg, State, TabsEffect};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
@@ -33,10 +36,21 @@ struct App {
     /// The per-client counter's EventSource, if any; replacing or clearing it closes the
     /// old one.
     source: Option<Source>,
-    /// The shared counter panel's EventSource, if any.
+    /// The shared counter panel's EventSource, if any: the tab's own, or the one this
+    /// tab holds for every tab as their leader.
     shared_source: Option<Source>,
+    /// The channel to the other tabs and the lock, while the panel's stream is shared.
+    tabs: Option<tabs::Tabs>,
     /// The shared counter panel's one timer; replacing or clearing it cancels the old one.
     shared_timer: Option<timer::Timer>,
+    /// The chat's EventSource: its own, or the one this tab holds for every tab.
+    chat_source: Option<Source>,
+    /// The chat's group of tabs (its own lock and channel), while its stream is shared.
+    chat_tabs: Option<tabs::Tabs>,
+    /// The chat's session refresh timer, and its retry timer (after the browser gave up
+    /// on its stream).
+    chat_timer: Option<timer::Timer>,
+    chat_retry_timer: Option<timer::Timer>,
     /// The page's dispatcher, handed to each new EventSource and request. It holds the
     /// app weakly, so the app does not own itself.
     dispatch: Dispatch,
@@ -84,9 +98,131 @@ fn apply(app: &mut App, effect: Effect) -> Option<Msg> {
             d(Msg::Why { serial, answer })
         }),
         Effect::Shared(effect) => return apply_shared(app, effect, d),
+        Effect::Tabs(effect) => return apply_tabs(app, effect, d),
+        Effect::Chat(effect) => apply_chat(app, effect, d),
+        Effect::ChatTabs(effect) => return apply_chat_tabs(app, effect, d),
     }
     None
 }
+
+/// The event types of the chat's stream.
+const CHAT_EVENTS: [&str; 4] = [
+    chat::MESSAGE_TYPE,
+    shared::events::RESET,
+    shared::events::HEARTBEAT,
+    shared::events::END,
+];
+
+fn apply_chat_tabs(app: &mut App, effect: TabsEffect, d: Dispatch) -> Option<Msg> {
+    match effect {
+        TabsEffect::CloseSource => app.chat_source = None,
+        TabsEffect::OpenSource(url) => {
+            app.chat_source = None;
+            let sharing = app.chat_tabs.is_some();
+            let handler: Handler = Rc::new(move |e| {
+                if sharing {
+                    d(Msg::ChatTabs(leader_msg(e)))
+                } else {
+                    d(Msg::Chat(chat_msg(e)))
+                }
+            });
+            match Source::open(&url, &CHAT_EVENTS, &handler) {
+                Ok(source) => app.chat_source = Some(source),
+                // Only a URL the browser cannot parse gets here, and the page makes them.
+                Err(e) => web_sys::console::error_1(&e),
+            }
+        }
+        TabsEffect::Post(wire) => app.chat_tabs.as_ref()?.post(&wire),
+        TabsEffect::RequestLock => app.chat_tabs.as_ref()?.request_lock(),
+        TabsEffect::ReleaseLock => app.chat_tabs.as_ref()?.release_lock(),
+    }
+    None
+}
+
+fn apply_chat(app: &mut App, effect: chat::Effect, d: Dispatch) {
+    use chat::{Effect, Msg as ChatMsg, Purpose};
+    let session = move |d: Dispatch, purpose: Purpose, method: &'static str, path, body| {
+        spawn(async move {
+            let answer = request(method, path, body).await;
+            d(Msg::Chat(ChatMsg::Session {
+                purpose,
+                answer,
+                now_unix_ms: js_sys::Date::now() as u64,
+                jitter: js_sys::Math::random(),
+            }))
+        })
+    };
+    match effect {
+        Effect::GetSession(purpose) => session(d, purpose, "GET", shared::paths::SESSION, None),
+        Effect::PostSession { body } => session(
+            d,
+            Purpose::SignIn,
+            "POST",
+            shared::paths::SESSION,
+            Some(body),
+        ),
+        Effect::RefreshSession(purpose) => {
+            session(d, purpose, "POST", shared::paths::SESSION_REFRESH, None)
+        }
+        Effect::DeleteSession => spawn(async move {
+            let answer = request("DELETE", shared::paths::SESSION, None).await;
+            d(Msg::Chat(ChatMsg::SignedOut { answer }))
+        }),
+        Effect::Publish { channel, body } => spawn(async move {
+            let answer = request("POST", shared::paths::PUBLISH, Some(body)).await;
+            d(Msg::Chat(ChatMsg::Sent { channel, answer }))
+        }),
+        Effect::SetTimer { generation, ms } => {
+            app.chat_timer = None;
+            match timer::Timer::start(ms, move || d(Msg::Chat(ChatMsg::RefreshDue { generation })))
+            {
+                Ok(t) => app.chat_timer = Some(t),
+                Err(e) => web_sys::console::error_1(&e),
+            }
+        }
+        Effect::ClearTimer => app.chat_timer = None,
+        Effect::SetRetryTimer { generation, ms } => {
+            app.chat_retry_timer = None;
+            match timer::Timer::start(ms, move || d(Msg::Chat(ChatMsg::RetryDue { generation }))) {
+                Ok(t) => app.chat_retry_timer = Some(t),
+                Err(e) => web_sys::console::error_1(&e),
+            }
+        }
+        // The state turns these into stream effects before they reach the glue.
+        Effect::Need(_) | Effect::Reopen => {}
+    }
+}
+
+fn apply_tabs(app: &mut App, effect: TabsEffect, d: Dispatch) -> Option<Msg> {
+    let tabs = app.tabs.as_ref()?;
+    match effect {
+        TabsEffect::Post(wire) => tabs.post(&wire),
+        TabsEffect::RequestLock => tabs.request_lock(),
+        TabsEffect::ReleaseLock => tabs.release_lock(),
+        TabsEffect::CloseSource => app.shared_source = None,
+        TabsEffect::OpenSource(url) => {
+            app.shared_source = None;
+            let handler: Handler = Rc::new(move |e| d(Msg::Tabs(leader_msg(e))));
+            match Source::open(&url, &SHARED_EVENTS, &handler) {
+                Ok(source) => app.shared_source = Some(source),
+                Err(e) => {
+                    return Some(Msg::Shared(shared_counter::Msg::OpenFailed {
+                        error: js_error_text(&e),
+                    }))
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The event types of the shared counter's stream.
+const SHARED_EVENTS: [&str; 4] = [
+    "message",
+    shared::events::RESET,
+    shared::events::HEARTBEAT,
+    shared::events::END,
+];
 
 fn apply_shared(app: &mut App, effect: shared_counter::Effect, d: Dispatch) -> Option<Msg> {
     use shared_counter::{Effect, Msg as SharedMsg};
@@ -94,13 +230,7 @@ fn apply_shared(app: &mut App, effect: shared_counter::Effect, d: Dispatch) -> O
         Effect::CloseSource => app.shared_source = None,
         Effect::OpenSource(url) => {
             let handler: Handler = Rc::new(move |e| d(Msg::Shared(shared_msg(e))));
-            let names = [
-                "message",
-                shared::events::RESET,
-                shared::events::HEARTBEAT,
-                shared::events::END,
-            ];
-            match Source::open(&url, &names, &handler) {
+            match Source::open(&url, &SHARED_EVENTS, &handler) {
                 Ok(source) => app.shared_source = Some(source),
                 Err(e) => {
                     return Some(Msg::Shared(SharedMsg::OpenFailed {
@@ -149,13 +279,36 @@ fn shared_msg(e: SourceEvent) -> shared_counter::Msg {
     use shared_counter::Msg;
     match e {
         SourceEvent::Open => Msg::Opened,
-        SourceEvent::Event { name, id, data } => match name {
-            shared::events::RESET => Msg::Reset { id, data },
-            shared::events::HEARTBEAT => Msg::Heartbeat { data },
-            shared::events::END => Msg::End { data },
-            _ => Msg::Value { id, data },
+        SourceEvent::Event { name, id, data } => Msg::from_event(name, id, data),
+        SourceEvent::Error { closed } => Msg::Error { closed },
+    }
+}
+
+/// The chat's message for what its own EventSource reports.
+fn chat_msg(e: SourceEvent) -> chat::Msg {
+    use chat::Msg;
+    match e {
+        SourceEvent::Open => Msg::Opened,
+        SourceEvent::Event { name, id, data } => Msg::Event {
+            name: name.to_owned(),
+            id,
+            data,
         },
         SourceEvent::Error { closed } => Msg::Error { closed },
+    }
+}
+
+/// The sharing protocol's message for what the leader's EventSource reports.
+fn leader_msg(e: SourceEvent) -> tab_share::Msg {
+    use tab_share::Msg;
+    match e {
+        SourceEvent::Open => Msg::SourceOpened,
+        SourceEvent::Event { name, id, data } => Msg::SourceEvent {
+            name: name.to_owned(),
+            id,
+            data,
+        },
+        SourceEvent::Error { closed } => Msg::SourceError { closed },
     }
 }
 
@@ -188,6 +341,27 @@ async fn post_increment() -> Option<Answer> {
     init.set_method("POST");
     let request =
         web_sys::Request::new_with_str_and_init(shared::paths::SHARED_INCREMENT, &init).ok()?;
+    let res = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .ok()?;
+    Some(read_answer(res.dyn_into().ok()?, true).await)
+}
+
+/// The answer to a same-origin request with an optional JSON body, or `None` when
+/// none came. The browser sends the `sse_token` cookie with it (the page cannot read
+/// it: it is `HttpOnly`), and an `Origin` for the server's CSRF check.
+async fn request(method: &str, path: &str, json: Option<String>) -> Option<Answer> {
+    let window = web_sys::window()?;
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_credentials(web_sys::RequestCredentials::SameOrigin);
+    if let Some(json) = json {
+        let headers = web_sys::Headers::new().ok()?;
+        headers.set("content-type", "application/json").ok()?;
+        init.set_headers(&headers);
+        init.set_body(&JsValue::from_str(&json));
+    }
+    let request = web_sys::Request::new_with_str_and_init(path, &init).ok()?;
     let res = JsFuture::from(window.fetch_with_request(&request))
         .await
         .ok()?;
@@ -242,6 +416,57 @@ fn on_click(
     Ok(())
 }
 
+/// The chat's buttons: each reads the inputs it needs as they are at the click.
+fn wire_chat(doc: &web_sys::Document, app: &Rc<RefCell<App>>, d: &Dispatch) -> Result<(), JsValue> {
+    let read = |testid: &'static str| {
+        let app = Rc::clone(app);
+        move || app.borrow().view.chat_input(testid)
+    };
+    let (name, room, text, to) = (
+        read("chat-name"),
+        read("chat-room"),
+        read("chat-input"),
+        read("chat-to"),
+    );
+    let dd = Rc::clone(d);
+    on_click(doc, "chat-sign-in", move || {
+        dd(Msg::Chat(chat::Msg::SignIn { name: name() }))
+    })?;
+    let dd = Rc::clone(d);
+    on_click(doc, "chat-sign-out", move || {
+        dd(Msg::Chat(chat::Msg::SignOut))
+    })?;
+    let dd = Rc::clone(d);
+    on_click(doc, "chat-join", move || {
+        dd(Msg::Chat(chat::Msg::Join { room: room() }))
+    })?;
+    let dd = Rc::clone(d);
+    on_click(doc, "chat-send", move || {
+        dd(Msg::Chat(chat::Msg::Send {
+            text: text(),
+            to: to(),
+        }))
+    })?;
+    // A click on one of the joined rooms (buttons the view makes) picks it.
+    let dd = Rc::clone(d);
+    let rooms = doc
+        .query_selector("[data-testid=\"chat-rooms\"]")?
+        .ok_or("no chat-rooms list")?;
+    let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
+        let room = e
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .and_then(|el| el.get_attribute("data-room"));
+        if let Some(room) = room {
+            dd(Msg::Chat(chat::Msg::Pick { room }));
+        }
+    });
+    rooms.add_event_listener_with_callback("click", cb.as_ref().unchecked_ref())?;
+    // The list lives as long as the page.
+    cb.forget();
+    Ok(())
+}
+
 fn start() -> Result<(), JsValue> {
     let window = web_sys::window().ok_or("no window")?;
     let doc = window.document().ok_or("no document")?;
@@ -255,7 +480,12 @@ fn start() -> Result<(), JsValue> {
             view,
             source: None,
             shared_source: None,
+            tabs: None,
             shared_timer: None,
+            chat_source: None,
+            chat_tabs: None,
+            chat_timer: None,
+            chat_retry_timer: None,
             dispatch: Rc::new(move |msg| {
                 if let Some(app) = weak.upgrade() {
                     dispatch(&app, msg);
@@ -264,6 +494,43 @@ fn start() -> Result<(), JsValue> {
         })
     });
     let d = Rc::clone(&app.borrow().dispatch);
+    if share_requested(&query) {
+        let handler: tabs::Handler = {
+            let d = Rc::clone(&d);
+            Rc::new(move |msg| d(Msg::Tabs(msg)))
+        };
+        let chat_handler: tabs::Handler = {
+            let d = Rc::clone(&d);
+            Rc::new(move |msg| d(Msg::ChatTabs(msg)))
+        };
+        let groups = tabs::Tabs::new(&handler, tab_share::CHANNEL_NAME, tab_share::LOCK_NAME).zip(
+            tabs::Tabs::new(&chat_handler, chat::CHANNEL_NAME, chat::LOCK_NAME),
+        );
+        if let Some((tabs, chat_tabs)) = groups {
+            let mut a = app.borrow_mut();
+            a.tabs = Some(tabs);
+            a.chat_tabs = Some(chat_tabs);
+            let tab = format!(
+                "{:x}",
+                (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64
+            );
+            a.state = std::mem::take(&mut a.state).sharing(tab);
+        }
+    }
+    if app.borrow().tabs.is_some() {
+        d(Msg::Tabs(tab_share::Msg::Start));
+        d(Msg::ChatTabs(tab_share::Msg::Start));
+        // The tab tells the others when it goes (closes, navigates away), so that they
+        // stop counting what it needed; the browser frees its lock by itself.
+        let d = Rc::clone(&d);
+        let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
+            d(Msg::Tabs(tab_share::Msg::Leaving));
+            d(Msg::ChatTabs(tab_share::Msg::Leaving));
+        });
+        window.add_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref())?;
+        // It must live as long as the page.
+        cb.forget();
+    }
 
     let connect = {
         let app = Rc::clone(&app);
@@ -286,10 +553,13 @@ fn start() -> Result<(), JsValue> {
         let d = Rc::clone(&d);
         on_click(&doc, testid, move || d(msg.clone()))?;
     }
+    wire_chat(&doc, &app, &d)?;
     {
         let a = app.borrow();
         a.view.render(&a.state);
     }
+    // Who is signed in already (a cookie from before, or another tab's sign-in).
+    d(Msg::Chat(chat::Msg::Start));
     if autoconnect {
         // `/?count=3&interval_ms=200&autoconnect=1`: for demo links and headless
         // screenshots, which cannot click Connect.

@@ -1,5 +1,6 @@
 //! Renders the state into the page's elements, found once by their `data-testid`.
 
+use crate::state::chat::{Chat, MESSAGES_KEPT};
 use crate::state::shared_counter::{self, SharedCounter};
 use crate::state::{Form, State, LOG_LIMIT};
 use std::cell::Cell;
@@ -21,6 +22,7 @@ pub struct View {
     drop_after: HtmlInputElement,
     close_on_error: HtmlInputElement,
     shared: SharedView,
+    chat: ChatView,
     /// The `seq` of the newest log line on the page: each render adds only newer lines,
     /// rather than rebuilding the whole log for every tick.
     log_shown: Cell<u64>,
@@ -53,6 +55,7 @@ impl View {
             drop_after: input(&doc, "drop-after")?,
             close_on_error: input(&doc, "close-on-error")?,
             shared: SharedView::new(&doc)?,
+            chat: ChatView::new(&doc)?,
             log_shown: Cell::new(0),
             doc,
         })
@@ -105,8 +108,20 @@ impl View {
         );
         set_text(&self.detail, &detail(s));
         set_message(&self.error, s.error.as_deref());
-        self.shared.render(&s.shared);
+        self.shared.render(&s.shared, s.shared_role());
+        self.chat.render(&self.doc, &s.chat, s.chat_role());
         self.render_log(s);
+    }
+
+    /// The value of one of the chat's inputs, by `data-testid`.
+    pub fn chat_input(&self, testid: &str) -> String {
+        let input = match testid {
+            "chat-name" => &self.chat.name,
+            "chat-room" => &self.chat.room,
+            "chat-to" => &self.chat.to,
+            _ => &self.chat.input,
+        };
+        input.value()
     }
 
     /// Adds the log lines not shown yet at the top (newest first) and drops the oldest
@@ -118,28 +133,22 @@ impl View {
                 return;
             };
             let _ = row.set_attribute("class", &format!("kind-{}", entry.kind.as_str()));
-            for (class, text) in [
-                ("at", format!("{:.3}s", entry.at_ms as f64 / 1000.0)),
-                ("stream", entry.stream.as_str().to_owned()),
-                ("kind", entry.kind.as_str().to_owned()),
-                ("id", entry.id.clone()),
-                ("data", entry.data.clone()),
-            ] {
-                if let Ok(cell) = self.doc.create_element("span") {
-                    let _ = cell.set_attribute("class", class);
-                    cell.set_text_content(Some(&text));
-                    let _ = row.append_child(&cell);
-                }
-            }
+            let at = format!("{:.3}s", entry.at_ms as f64 / 1000.0);
+            append_cells(
+                &self.doc,
+                &row,
+                [
+                    ("at", at.as_str()),
+                    ("stream", entry.stream.as_str()),
+                    ("kind", entry.kind.as_str()),
+                    ("id", &entry.id),
+                    ("data", &entry.data),
+                ],
+            );
             let _ = self.log.prepend_with_node_1(&row);
             self.log_shown.set(entry.seq);
         }
-        while self.log.child_element_count() as usize > LOG_LIMIT {
-            match self.log.last_element_child() {
-                Some(old) => old.remove(),
-                None => break,
-            }
-        }
+        trim(&self.log, LOG_LIMIT, Element::last_element_child);
     }
 }
 
@@ -176,6 +185,8 @@ struct SharedView {
     state: Element,
     /// The seconds left before the page reconnects by itself, next to the badge.
     retry_in: Element,
+    /// Whether this tab leads, follows or holds its own stream, while joined.
+    role: Element,
     detail: Element,
     error: Element,
     increment_error: Element,
@@ -192,6 +203,7 @@ impl SharedView {
             value: by_testid(doc, "shared-value")?,
             state: by_testid(doc, "shared-state")?,
             retry_in: by_testid(doc, "shared-retry-in")?,
+            role: by_testid(doc, "shared-role")?,
             detail: by_testid(doc, "shared-detail")?,
             error: by_testid(doc, "shared-error")?,
             increment_error: by_testid(doc, "shared-increment-error")?,
@@ -203,7 +215,8 @@ impl SharedView {
         })
     }
 
-    fn render(&self, s: &SharedCounter) {
+    fn render(&self, s: &SharedCounter, role: Option<&str>) {
+        set_message(&self.role, role);
         match s.value {
             Some(n) => {
                 set_text(&self.value, &n.to_string());
@@ -229,6 +242,137 @@ impl SharedView {
         set_disabled(&self.leave, !s.conn.is_joined());
         let retry_in = s.seconds_left().map(|n| format!("in {n} s"));
         set_message(&self.retry_in, retry_in.as_deref());
+    }
+}
+
+/// The "Channels" panel's elements.
+struct ChatView {
+    name: HtmlInputElement,
+    sign_in: Element,
+    sign_out: Element,
+    user: Element,
+    state: Element,
+    role: Element,
+    room: HtmlInputElement,
+    join: Element,
+    /// The joined rooms, one button each; the current one is marked.
+    rooms: Element,
+    current: Element,
+    input: HtmlInputElement,
+    send: Element,
+    to: HtmlInputElement,
+    messages: Element,
+    error: Element,
+    notice: Element,
+    /// The `seq` of the newest message on the page, and how many messages the tab had
+    /// sent when the message box was last emptied.
+    shown: Cell<u64>,
+    sent: Cell<u64>,
+    /// The rooms as last rendered, to rebuild their buttons only when they change.
+    rooms_shown: std::cell::RefCell<(Vec<String>, Option<String>)>,
+}
+
+impl ChatView {
+    fn new(doc: &Document) -> Result<ChatView, JsValue> {
+        Ok(ChatView {
+            name: input(doc, "chat-name")?,
+            sign_in: by_testid(doc, "chat-sign-in")?,
+            sign_out: by_testid(doc, "chat-sign-out")?,
+            user: by_testid(doc, "chat-user")?,
+            state: by_testid(doc, "chat-state")?,
+            role: by_testid(doc, "chat-role")?,
+            room: input(doc, "chat-room")?,
+            join: by_testid(doc, "chat-join")?,
+            rooms: by_testid(doc, "chat-rooms")?,
+            current: by_testid(doc, "chat-current")?,
+            input: input(doc, "chat-input")?,
+            send: by_testid(doc, "chat-send")?,
+            to: input(doc, "chat-to")?,
+            messages: by_testid(doc, "chat-messages")?,
+            error: by_testid(doc, "chat-error")?,
+            notice: by_testid(doc, "chat-notice")?,
+            shown: Cell::new(0),
+            sent: Cell::new(0),
+            rooms_shown: Default::default(),
+        })
+    }
+
+    fn render(&self, doc: &Document, c: &Chat, role: Option<&str>) {
+        let signed_in = c.user.is_some();
+        set_text(&self.user, c.user.as_deref().unwrap_or(""));
+        set_text(&self.state, c.conn.as_str());
+        let _ = self.state.set_attribute("data-state", c.conn.as_str());
+        set_message(&self.role, role);
+        set_disabled(&self.sign_in, c.busy);
+        set_disabled(&self.sign_out, !signed_in || c.busy);
+        for el in [&self.join, &self.send] {
+            set_disabled(el, !signed_in);
+        }
+        set_text(&self.current, c.current_room().unwrap_or("–"));
+        set_message(&self.error, c.error.as_deref());
+        set_message(&self.notice, c.notice.as_deref());
+        if c.sent != self.sent.get() {
+            self.sent.set(c.sent);
+            self.input.set_value("");
+        }
+        self.render_rooms(doc, c);
+        self.render_messages(doc, c);
+    }
+
+    fn render_rooms(&self, doc: &Document, c: &Chat) {
+        let now = (c.rooms.clone(), c.current.clone());
+        if *self.rooms_shown.borrow() == now {
+            return;
+        }
+        self.rooms.set_text_content(None);
+        for room in &c.rooms {
+            let Ok(button) = doc.create_element("button") else {
+                return;
+            };
+            let _ = button.set_attribute("type", "button");
+            let _ = button.set_attribute("data-room", room);
+            if c.current.as_ref() == Some(room) {
+                let _ = button.set_attribute("aria-pressed", "true");
+            }
+            button.set_text_content(Some(room));
+            let _ = self.rooms.append_child(&button);
+        }
+        *self.rooms_shown.borrow_mut() = now;
+    }
+
+    /// Appends the messages not shown yet (oldest first, as a chat reads), dropping the
+    /// oldest past [`MESSAGES_KEPT`]; an emptied panel (signed out) empties the list.
+    /// Every piece is set as text: a message's markup is never parsed.
+    fn render_messages(&self, doc: &Document, c: &Chat) {
+        if c.messages.is_empty() && self.messages.child_element_count() > 0 {
+            self.messages.set_text_content(None);
+        }
+        let shown = self.shown.get();
+        for m in c.messages.iter().filter(|m| m.seq > shown) {
+            let Ok(row) = doc.create_element("li") else {
+                return;
+            };
+            let _ = row.set_attribute("data-id", &m.id);
+            let _ = row.set_attribute("data-channel", &m.channel);
+            let _ = row.set_attribute("data-from", &m.from);
+            let direct = m.channel.starts_with("users/");
+            if direct {
+                let _ = row.set_attribute("class", "direct");
+            }
+            let place = if direct {
+                "direct".to_owned()
+            } else {
+                m.channel.clone()
+            };
+            append_cells(
+                doc,
+                &row,
+                [("from", &m.from), ("where", &place), ("text", &m.text)],
+            );
+            let _ = self.messages.append_child(&row);
+            self.shown.set(m.seq);
+        }
+        trim(&self.messages, MESSAGES_KEPT, Element::first_element_child);
     }
 }
 
@@ -262,6 +406,27 @@ fn shared_detail(s: &SharedCounter) -> String {
         Conn::Reconnecting(Retry::Opening) => format!("Reconnecting{after}…"),
         Conn::Closed if s.error.is_some() => "The stream was refused: Join to try again.".into(),
         Conn::Closed => "You left: the page holds no connection for it.".into(),
+    }
+}
+
+/// Appends a `span` of each class to `row`, its text set as text (never parsed as HTML).
+fn append_cells<const N: usize>(doc: &Document, row: &Element, cells: [(&str, &str); N]) {
+    for (class, text) in cells {
+        if let Ok(cell) = doc.create_element("span") {
+            let _ = cell.set_attribute("class", class);
+            cell.set_text_content(Some(text));
+            let _ = row.append_child(&cell);
+        }
+    }
+}
+
+/// Removes children of `list` past `limit`, each the one `oldest` names.
+fn trim(list: &Element, limit: usize, oldest: fn(&Element) -> Option<Element>) {
+    while list.child_element_count() as usize > limit {
+        match oldest(list) {
+            Some(old) => old.remove(),
+            None => break,
+        }
     }
 }
 

@@ -9,9 +9,10 @@
 
 use crate::setup;
 use crate::util::{cargo, find_program, project_root, run, step};
+use ::bench::deploy;
 use anyhow::{bail, Context as _};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,6 +66,27 @@ impl Options {
             run_dir: root.join("target/cluster"),
             instance_args: Vec::new(),
             nginx: true,
+        }
+    }
+
+    /// What a benchmark starts: `instances` of the release binary under `root` with
+    /// `instance_args`, no nginx (the load goes straight to the instances) and no page.
+    pub fn bench(
+        root: &Path,
+        instances: usize,
+        run_dir: PathBuf,
+        instance_args: Vec<String>,
+    ) -> Options {
+        Options {
+            instances,
+            // Without nginx nothing listens there.
+            listen: ([127, 0, 0, 1], 0).into(),
+            server: root.join("target/release/sse-counter"),
+            // No page is served in a benchmark; the server only warns about it.
+            static_dir: "/nonexistent".into(),
+            run_dir,
+            instance_args,
+            nginx: false,
         }
     }
 }
@@ -163,18 +185,16 @@ impl Cluster {
             processes: Vec::new(),
         };
 
-        let redis_port = free_port()?;
+        let redis_port = deploy::free_port()?;
         cluster.redis_url = format!("redis://127.0.0.1:{redis_port}");
-        let redis = Command::new(program("redis-server")?)
-            .arg(project_root().join("deploy/redis.conf"))
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir.join("redis"))
-            .arg("--logfile")
-            .arg(dir.join("redis.log"))
-            .stdin(Stdio::null())
-            .spawn()
-            .context("cannot start redis-server")?;
+        let redis = deploy::redis_command(
+            &program("redis-server")?,
+            redis_port,
+            &dir.join("redis"),
+            &dir.join("redis.log"),
+        )
+        .spawn()
+        .context("cannot start redis-server")?;
         cluster.redis_pid = redis.id();
         let mut redis = Process::new("redis-server", redis);
         let up = wait_until(&mut redis, &dir.join("redis.log"), || {
@@ -223,17 +243,18 @@ impl Cluster {
 
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         self_signed(&cert, &key)?;
-        let conf = render_nginx(options, &cluster.instances, &cert, &key)?;
-        std::fs::write(dir.join("nginx.conf"), conf)?;
-        let nginx = Command::new(program("nginx")?)
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
+        let nginx = deploy::Nginx {
+            listen: options.listen,
+            instances: &cluster.instances,
+            cert: &cert,
+            key: &key,
+            static_dir: &options.static_dir,
+            run_dir: dir,
+        };
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, nginx.render()?)?;
+        let nginx = nginx
+            .command(&program("nginx")?, &conf)
             .spawn()
             .context("cannot start nginx")?;
         let mut nginx = Process::new("nginx", nginx);
@@ -301,11 +322,6 @@ fn redis_ping(port: u16) -> bool {
         && &answer == b"+PONG\r\n"
 }
 
-/// A loopback port nothing listens on now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// `program`'s path, or a hint to install it.
 fn program(name: &str) -> anyhow::Result<PathBuf> {
     find_program(name).with_context(|| format!("{name} is missing: run `cargo xtask cluster` as root, or `sudo apt-get install -y redis-server nginx openssl`"))
@@ -334,32 +350,6 @@ fn self_signed(cert: &Path, key: &Path) -> anyhow::Result<()> {
         .context("cannot run openssl")?;
     anyhow::ensure!(status.success(), "openssl could not make a certificate");
     Ok(())
-}
-
-/// `deploy/nginx.conf` with its placeholders filled in.
-fn render_nginx(
-    options: &Options,
-    instances: &[SocketAddr],
-    cert: &Path,
-    key: &Path,
-) -> anyhow::Result<String> {
-    let template = std::fs::read_to_string(project_root().join("deploy/nginx.conf"))
-        .context("cannot read deploy/nginx.conf")?;
-    let servers: Vec<String> = instances
-        .iter()
-        .map(|a| format!("server {a} max_fails=1 fail_timeout=2s;"))
-        .collect();
-    let conf = template
-        .replace("${LISTEN}", &options.listen.to_string())
-        .replace("${INSTANCES}", &servers.join("\n        "))
-        .replace("${CERT}", &cert.display().to_string())
-        .replace("${KEY}", &key.display().to_string())
-        .replace("${STATIC_DIR}", &options.static_dir.display().to_string())
-        .replace("${RUN_DIR}", &options.run_dir.display().to_string());
-    if let Some(line) = conf.lines().find(|l| l.contains("${")) {
-        bail!("deploy/nginx.conf has a placeholder xtask does not know: {line}");
-    }
-    Ok(conf)
 }
 
 pub fn run_cluster(args: Args) -> anyhow::Result<()> {

@@ -33,7 +33,12 @@ pub fn run_demo(args: Args) -> anyhow::Result<()> {
     let root = project_root();
     let mut server = Command::new(root.join("target/release/sse-counter"));
     server
-        .args(["--addr", &args.addr, "--allow-fault-injection"])
+        .args([
+            "--addr",
+            &args.addr,
+            "--allow-fault-injection",
+            "--demo-login",
+        ])
         .arg("--static-dir")
         .arg(root.join("web/dist"))
         .stdout(Stdio::piped());
@@ -62,6 +67,9 @@ pub fn run_demo(args: Args) -> anyhow::Result<()> {
         } else {
             println!("  the raw stream:    curl -N '{url}/api/counter?count=5&interval_ms=500'");
         }
+        println!(
+            "  the chat:          sign in under Channels, in two browsers (or a private window) to talk"
+        );
         println!("  stop it with Ctrl-C (the open streams get `event: end`, reason shutdown)");
         println!();
     }

@@ -1,5 +1,8 @@
-//! `cargo xtask`: the project's chores in Rust. `demo` brings the page up, `test` runs
-//! every check CI runs; both install what is missing first.
+//! `cargo xtask`: the project's chores in Rust, one module per task: `demo` brings the
+//! page up, `test` runs every check CI runs (`--quick` for the inner loop), `bench`
+//! writes docs/benchmarks.md, `reliability` docs/reliability.md, `screenshots`
+//! docs/screenshots/, `cluster` starts Redis, instances and nginx, and `setup`
+//! installs the tools; each installs what it is missing first.
 
 mod bench;
 mod cluster;

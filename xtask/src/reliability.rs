@@ -2,14 +2,14 @@
 //! run larger against a release build, and `docs/reliability.md` written from what they
 //! measured. Loopback only; it stops by itself within a few minutes.
 //!
-//! The tests (`server/tests/load.rs`, `server/tests/hardening.rs`) append one JSON line
-//! per scenario, `{"scenario": NAME, "figures": {...}}`; it is read here into one type
-//! per scenario, so a renamed or missing figure stops the task with the field's name
-//! instead of printing "?".
+//! The tests (`server/tests/load.rs`, `hardening.rs`, `reconnect.rs`) append one JSON
+//! line per scenario, a [`bench::reliability::Line`]; it is read here into the same type,
+//! so a renamed, missing or extra figure stops the task with the field's name instead of
+//! printing "?".
 
 use crate::util::{cargo, machine, project_root, run, step};
+use ::bench::reliability::{Churn, Flood, HostileInput, Line, ReconnectSpread, Shutdown, Stall};
 use anyhow::Context as _;
-use serde::Deserialize;
 use std::fmt::Write as _;
 
 #[derive(Debug, clap::Args)]
@@ -17,90 +17,6 @@ pub struct Args {
     /// How many times the tests' own load to run (1 is what `cargo xtask test` runs).
     #[arg(long, default_value_t = 5)]
     scale: usize,
-}
-
-/// One line of the tests' figures.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "scenario", content = "figures", rename_all = "snake_case")]
-enum Line {
-    Churn(Churn),
-    Flood(Flood),
-    Stall(Stall),
-    Shutdown(Shutdown),
-    HostileInput(HostileInput),
-    ReconnectSpread(ReconnectSpread),
-}
-
-/// `churn_leaves_nothing_open_and_memory_where_it_was` in `server/tests/load.rs`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Churn {
-    streams: u64,
-    abort_before_first_tick: u64,
-    abort_mid_stream: u64,
-    finish: u64,
-    resume_and_finish: u64,
-    active_after: u64,
-    permits_freed: u64,
-    rss_start_kib: u64,
-    rss_warm_kib: u64,
-    rss_middle_kib: u64,
-    rss_after_kib: u64,
-    peak_rss_kib: u64,
-}
-
-/// `a_flood_past_max_streams_gets_503_while_open_streams_stay_on_time`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Flood {
-    max_streams: u64,
-    admitted_unbroken: u64,
-    flood_requests: u64,
-    refused_503: u64,
-    lost: u64,
-    peak_rss_kib: u64,
-}
-
-/// `a_client_that_stops_reading_is_closed_as_stalled_and_slows_no_one` in
-/// `server/tests/hardening.rs`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Stall {
-    stalled_clients: u64,
-    stall_timeout_secs: u64,
-    other_client_ticks: u64,
-    other_client_gaps_or_repeats: u64,
-}
-
-/// `sigterm_with_2000_open_streams_ends_every_one_and_exits_zero` in `server/tests/load.rs`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Shutdown {
-    open_streams: u64,
-    ended_with_shutdown: u64,
-    lost: u64,
-    exit_code: i64,
-    exit_ms: u64,
-    grace_secs: u64,
-    peak_rss_kib: u64,
-}
-
-/// `a_corpus_of_hostile_requests_gets_clear_answers` in `server/tests/hardening.rs`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct HostileInput {
-    answered_as_expected: u64,
-    server_errors: u64,
-}
-
-/// `a_restart_brings_clients_back_spread_out_not_in_a_stampede` in
-/// `server/tests/reconnect.rs`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct ReconnectSpread {
-    clients: u64,
-    retry_ms: u64,
-    spread_ms: u64,
-    bucket_ms: u64,
-    spread_histogram: Vec<u64>,
-    spread_peak_per_sec: f64,
-    stampede_histogram: Vec<u64>,
-    stampede_peak_per_sec: f64,
-    distinct_retries: u64,
 }
 
 /// Every scenario's figures, one of each.
@@ -213,14 +129,16 @@ fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Resul
         s.active_after,
         s.permits_freed
     )?;
+    let rounds: Vec<String> = s.rss_after_rounds_kib.iter().map(|k| mib(*k)).collect();
     writeln!(
         md,
-        "Resident memory, in three equal rounds: {} at start, {} after the first (warm-up), \
-         {} after the second, {} after the third; peak {}.\n",
+        "At most {} streams open at once in every round (reached once before the first). \
+         Resident memory: {} at start; after the warm-up round and each equal round after \
+         it: {}; a slope of {:+.0} KiB per round; peak {}.\n",
+        s.peak_streams,
         mib(s.rss_start_kib),
-        mib(s.rss_warm_kib),
-        mib(s.rss_middle_kib),
-        mib(s.rss_after_kib),
+        rounds.join(", "),
+        s.rss_slope_kib_per_round,
         mib(s.peak_rss_kib)
     )?;
 
@@ -243,10 +161,11 @@ fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Resul
     writeln!(md, "## A client that stops reading\n")?;
     writeln!(
         md,
-        "{} stalled client (receive window 4 KiB, server send buffer 8 KiB, 1 kHz ticks) closed \
-         as `sse_disconnects_total{{reason=\"stalled\"}}` after the {} s stall timeout; meanwhile \
-         another client received all {} of its ticks with {} gaps or repeats.\n",
+        "{} stalled client (receive window 4 KiB, server send buffer 8 KiB, 1 kHz ticks), {} \
+         closed as `sse_disconnects_total{{reason=\"stalled\"}}` after the {} s stall timeout; \
+         meanwhile another client received all {} of its ticks with {} gaps or repeats.\n",
         s.stalled_clients,
+        s.closed_as_stalled,
         s.stall_timeout_secs,
         s.other_client_ticks,
         s.other_client_gaps_or_repeats
@@ -273,12 +192,12 @@ fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Resul
     writeln!(md, "## Hostile input\n")?;
     writeln!(
         md,
-        "{} hostile requests (NUL bytes, invalid UTF-8, huge and signed numbers, repeated \
+        "{} of {} hostile requests (NUL bytes, invalid UTF-8, huge and signed numbers, repeated \
          parameters and headers, path traversal in several encodings, bad request lines) \
          answered as expected, {} with a 5xx. Oversized headers get 431, long URLs 414, and a \
          slowloris client is cut by the header read timeout. Property tests cover the query and \
          `Last-Event-ID` parsers and the event encoder.\n",
-        s.answered_as_expected, s.server_errors
+        s.answered_as_expected, s.requests, s.server_errors
     )?;
     let s = &f.reconnect_spread;
     writeln!(
@@ -326,9 +245,9 @@ fn render(f: &Figures, scale: usize, took: std::time::Duration) -> anyhow::Resul
 mod tests {
     use super::*;
 
-    /// One line per scenario, as `server/tests/report/mod.rs` writes them.
+    /// One line per scenario, as `server/tests/support/report.rs` writes them.
     const LINES: &str = r#"{"scenario":"shutdown","figures":{"open_streams":2000,"ended_with_shutdown":2000,"lost":0,"exit_code":0,"exit_ms":312,"grace_secs":10,"peak_rss_kib":40960}}
-{"scenario":"churn","figures":{"streams":3000,"abort_before_first_tick":750,"abort_mid_stream":750,"finish":750,"resume_and_finish":750,"active_after":0,"permits_freed":3000,"rss_start_kib":9000,"rss_warm_kib":12000,"rss_middle_kib":12100,"rss_after_kib":12050,"peak_rss_kib":20000}}
+{"scenario":"churn","figures":{"streams":3000,"abort_before_first_tick":750,"abort_mid_stream":750,"finish":750,"resume_and_finish":750,"peak_streams":250,"active_after":0,"permits_freed":3000,"rss_start_kib":9000,"rss_after_rounds_kib":[12000,12100,12050],"rss_slope_kib_per_round":-50.0,"peak_rss_kib":20000}}
 {"scenario":"flood","figures":{"max_streams":300,"admitted_unbroken":300,"flood_requests":1000,"refused_503":1000,"lost":0,"peak_rss_kib":15000}}
 {"scenario":"stall","figures":{"stalled_clients":1,"closed_as_stalled":1,"stall_timeout_secs":1,"other_client_ticks":1500,"other_client_gaps_or_repeats":0}}
 {"scenario":"hostile_input","figures":{"requests":40,"answered_as_expected":40,"server_errors":0}}
@@ -352,7 +271,10 @@ mod tests {
     fn a_renamed_figure_is_an_error_naming_it() {
         let renamed = LINES.replace("\"refused_503\"", "\"refused\"");
         let err = format!("{:#}", Figures::parse(&renamed).unwrap_err());
-        assert!(err.contains("missing field `refused_503`"), "{err}");
+        // The producer's type denies what it does not know: the new name is named, and
+        // the one expected with it.
+        assert!(err.contains("unknown field `refused`"), "{err}");
+        assert!(err.contains("`refused_503`"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
 

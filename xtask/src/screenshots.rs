@@ -1,14 +1,16 @@
 //! `cargo xtask screenshots`: pictures of the page in each state, taken by the
 //! real-browser tests in headless Chromium and written to `docs/screenshots/`: the
-//! walkthrough's states of the per-client counter, two tabs on the shared counter, and
-//! ten tabs over HTTP/1.1 and over HTTPS (the README's "Why the 7th tab hangs").
+//! walkthrough's states of the per-client counter, two tabs on the shared counter, ten
+//! tabs over HTTP/1.1 and over HTTPS (the README's "Why the 7th tab hangs"), and ten
+//! tabs sharing one stream over HTTP/1.1 (the README's "One stream per browser"), and
+//! two people chatting in two browsers (the README's chat walkthrough).
 
 use crate::setup;
 use crate::util::{cargo, project_root, run, step};
 use std::time::SystemTime;
 
 /// Every picture the README shows; each must be written by the run.
-const PICTURES: [&str; 11] = [
+const PICTURES: [&str; 13] = [
     "idle",
     "finished",
     "closed-on-error",
@@ -20,6 +22,8 @@ const PICTURES: [&str; 11] = [
     "shared-two-tabs",
     "tabs-http1",
     "tabs-https",
+    "tabs-shared-http1",
+    "chat-two-people",
 ];
 
 pub fn run_screenshots() -> anyhow::Result<()> {
@@ -43,6 +47,8 @@ pub fn run_screenshots() -> anyhow::Result<()> {
             "--test-threads=1",
         ])
         .env("SSE_COUNTER_DIST", project_root().join("web/dist"))
+        // The pictures are Chromium's; the Firefox runs would take none.
+        .env("SSE_COUNTER_BROWSERS", "chromium")
         .env("SSE_COUNTER_SCREENSHOTS", &dir))?;
     let stale: Vec<&str> = PICTURES
         .into_iter()

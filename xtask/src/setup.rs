@@ -8,6 +8,10 @@ use std::process::Command;
 /// trunk 0.22 needs a newer rustc than this project's toolchain; 0.21.14 builds with it.
 pub const TRUNK_VERSION: &str = "0.21.14";
 
+/// The WebDriver server for Firefox. Debian packages none, so it comes from crates.io,
+/// as trunk does; 0.37 drives the Firefox ESR that Debian ships (153).
+pub const GECKODRIVER_VERSION: &str = "0.37.1";
+
 /// Everything `trunk build --release` needs.
 pub fn page_tools() -> anyhow::Result<()> {
     wasm_target()?;
@@ -18,15 +22,37 @@ pub fn page_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Chromium and ChromeDriver for the real-browser tests and screenshots.
+/// Chromium and ChromeDriver, Firefox and geckodriver for the real-browser tests (every
+/// one runs in both engines) and the screenshots.
 pub fn browser() -> anyhow::Result<()> {
     apt(
         &[
             ("chromium", "chromium"),
             ("chromedriver", "chromium-driver"),
+            ("firefox-esr", "firefox-esr"),
         ],
-        "the browser tests drive a real headless Chromium",
+        "the browser tests drive a real headless Chromium and Firefox",
+    )?;
+    geckodriver()
+}
+
+fn geckodriver() -> anyhow::Result<()> {
+    cargo_install(
+        "geckodriver",
+        GECKODRIVER_VERSION,
+        "drives Firefox in the browser tests; ~2 minutes once",
     )
+}
+
+/// `cargo install --locked` of the crate `program` at `version`, unless
+/// `program --version` says that version already.
+fn cargo_install(program: &str, version: &str, why: &str) -> anyhow::Result<()> {
+    let have = output(Command::new(program).arg("--version")).unwrap_or_default();
+    if have.split_whitespace().any(|w| w == version) {
+        return Ok(());
+    }
+    step(format!("installing {program} {version} ({why})"));
+    run(cargo().args(["install", program, "--version", version, "--locked"]))
 }
 
 /// Redis and nginx, for running several instances (`cargo xtask cluster`) and for the
@@ -35,10 +61,11 @@ pub fn cluster_tools() -> anyhow::Result<()> {
     apt(
         &[
             ("redis-server", "redis-server"),
+            ("redis-sentinel", "redis-sentinel"),
             ("nginx", "nginx"),
             ("openssl", "openssl"),
         ],
-        "several instances share the counter through Redis, behind nginx",
+        "several instances share the counter through Redis (or Sentinel), behind nginx",
     )
 }
 
@@ -56,14 +83,11 @@ fn wasm_target() -> anyhow::Result<()> {
 }
 
 fn trunk() -> anyhow::Result<()> {
-    let version = output(Command::new("trunk").arg("--version")).unwrap_or_default();
-    if version.split_whitespace().any(|w| w == TRUNK_VERSION) {
-        return Ok(());
-    }
-    step(format!(
-        "installing trunk {TRUNK_VERSION} (builds the page; compiling it takes ~9 minutes once)"
-    ));
-    run(cargo().args(["install", "trunk", "--version", TRUNK_VERSION, "--locked"]))
+    cargo_install(
+        "trunk",
+        TRUNK_VERSION,
+        "builds the page; compiling it takes ~9 minutes once",
+    )
 }
 
 /// trunk uses the `wasm-bindgen` on PATH only if its version equals the crate's in

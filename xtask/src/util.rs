@@ -43,15 +43,7 @@ pub fn has(program: &str) -> bool {
     output(Command::new(program).arg("--version")).is_some()
 }
 
-/// Where `program` is: on PATH, or in the sbin directories that a user's PATH often
-/// lacks (Debian installs nginx in /usr/sbin). For programs without `--version`.
-pub fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
+pub use ::bench::deploy::find_program;
 
 pub fn display(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();

@@ -4,7 +4,7 @@
 use anyhow::{bail, ensure, Context as _};
 use bench::load::{Load, LoadConfig, Target, Window};
 use bench::procfs::{self, ProcSample};
-use bench::publish::{publish, PublishConfig};
+use bench::publish::{publish, Body, Pace, PublishConfig};
 use bench::report::{
     PublishFigures, Report, ServerFigures, StoreFigures, StreamKind, Transport, WorkerResult,
 };
@@ -37,6 +37,15 @@ const DEFAULT_STREAMS_PER_H2_CONNECTION: u64 = 100;
 /// Several URLs (the instances of one deployment) share the streams, stream i on URL
 /// i mod K, and the increments, in turn; give each server's PID with --server-pid to
 /// have their costs summed, and the store's (Redis) with --store-pid.
+///
+/// Channels (`/api/events?channel=..`, `--kind channels`): `{i}` in the URL is stream
+/// i's channel index, i mod --channels, so `?channel=bench/{i}` with `--channels 1000`
+/// spreads the streams over 1,000 channels. With `--publish-path /api/publish` the
+/// publisher sends `{"channel": <--publish-channel, {i} its index>, "data": {"n": k}}`,
+/// request i to channel i mod --channels, k counting each channel's events from 1,
+/// with the bearer token read from --publish-token-file (never given on the command
+/// line, so it stays out of process lists and logs); every stream checks that its ids
+/// rise and that each channel's n goes up by one.
 #[derive(Debug, Parser)]
 #[command(name = "sse-bench", version)]
 struct Cli {
@@ -59,9 +68,13 @@ struct Cli {
     #[arg(long, requires = "http2", default_value_t = 65_535,
           value_parser = clap::value_parser!(u32).range(1..=2_147_483_647))]
     h2_stream_window: u32,
-    /// Streams to open.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=MAX_STREAMS))]
+    /// Streams to open (0: none, to measure publishing alone).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=MAX_STREAMS))]
     streams: u64,
+    /// Channels `{i}` in the URL and --publish-channel counts over: stream i asks for
+    /// channel i mod N, publish i goes to channel i mod N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    channels: u64,
     /// Streams opened per second; 0 opens them all as fast as possible.
     #[arg(long, default_value_t = 1000.0)]
     ramp: f64,
@@ -97,9 +110,9 @@ struct Cli {
     /// from `interval_ms=` in the URL when not given).
     #[arg(long)]
     interval_ms: Option<u64>,
-    /// What the streams carry: `counter` (ticks with `num` from 1) or `shared` (changes
-    /// of the shared counter with `value`); by default `shared` for the shared
-    /// counter's path, else `counter`.
+    /// What the streams carry: `counter` (ticks with `num` from 1), `shared` (changes
+    /// of the shared counter with `value`) or `channels` (events of /api/events); by
+    /// default the one the path serves.
     #[arg(long)]
     kind: Option<StreamKind>,
     /// Increments per second to `POST` to --publish-path once the streams are open, until
@@ -107,9 +120,22 @@ struct Cli {
     /// URL's server in turn.
     #[arg(long, default_value_t = 0.0)]
     publish_rate: f64,
-    /// The path that increments the shared counter, on the URLs' servers.
+    /// Instead of --publish-rate: this many keep-alive connections to the first URL's
+    /// server, each sending the next request as soon as the last is answered, until
+    /// the window ends (what the server takes per second).
+    #[arg(long, conflicts_with = "publish_rate", value_parser = clap::value_parser!(u32).range(1..=64))]
+    publish_flood: Option<u32>,
+    /// The path to `POST` to, on the URLs' servers: the shared counter's increment,
+    /// or /api/publish (channels: needs --publish-token-file).
     #[arg(long, default_value = shared::paths::SHARED_INCREMENT)]
     publish_path: String,
+    /// The channel publishes go to, `{i}` replaced by the channel's index (0 to
+    /// --channels - 1).
+    #[arg(long, default_value = "bench/{i}")]
+    publish_channel: String,
+    /// A file holding the bearer token for /api/publish (e.g. from `sse-counter token`).
+    #[arg(long, env = "SSE_BENCH_PUBLISH_TOKEN_FILE", value_name = "PATH")]
+    publish_token_file: Option<std::path::PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -137,6 +163,7 @@ impl Cli {
             h2_stream_window: self.h2_stream_window,
             targets,
             streams,
+            channels: self.channels,
             ramp_per_sec: self.ramp / f64::from(self.procs),
             first_index,
             index_step: u64::from(self.procs),
@@ -182,10 +209,15 @@ impl Cli {
     }
 
     /// Events each stream should get per second: from --interval-ms, else the publish
-    /// rate, else `interval_ms=` in the URL.
+    /// rate (over channels spread by `{i}`, its share), else `interval_ms=` in the URL.
     fn tick_rate(&self, target: &Target) -> Option<f64> {
         if self.interval_ms.is_none() && self.publish_rate > 0.0 {
-            return Some(self.publish_rate);
+            let spread = target.path_for(0, 1) != target.path_for(1, 2);
+            let share = if spread { self.channels as f64 } else { 1.0 };
+            return Some(self.publish_rate / share);
+        }
+        if self.publish_flood.is_some() {
+            return None;
         }
         let ms = self.interval_ms.or_else(|| {
             target
@@ -220,7 +252,7 @@ fn main() -> anyhow::Result<()> {
         cli.duration
     );
     ensure!(
-        u64::from(cli.procs) <= cli.streams,
+        cli.procs == 1 || u64::from(cli.procs) <= cli.streams,
         "--procs may not exceed --streams"
     );
     let transport = LoadConfig::transport_for(&targets, cli.http2)?;
@@ -331,11 +363,7 @@ async fn parent(cli: &Cli, targets: Vec<Target>) -> anyhow::Result<Report> {
         cli.procs,
         if cli.procs == 1 { "" } else { "es" }
     );
-    let publisher = (cli.publish_rate > 0.0).then(|| PublishConfig {
-        targets: targets.clone(),
-        path: cli.publish_path.clone(),
-        rate: cli.publish_rate,
-    });
+    let publisher = publisher(cli, &targets)?;
     let (result, window, samples, published) = if cli.procs == 1 {
         let load = Load::open(
             cli.load_config(targets.clone(), cli.streams, cli.connections(), 0)?,
@@ -398,6 +426,42 @@ async fn parent(cli: &Cli, targets: Vec<Target>) -> anyhow::Result<Report> {
     report.publish = published;
     report.store = store;
     Ok(report)
+}
+
+/// The publisher the flags ask for, if any; the token is read here, once.
+fn publisher(cli: &Cli, targets: &[Target]) -> anyhow::Result<Option<PublishConfig>> {
+    let pace = match (cli.publish_flood, cli.publish_rate) {
+        (Some(k), _) => Pace::Flood(k),
+        (None, rate) if rate > 0.0 => Pace::Rate(rate),
+        (None, _) => return Ok(None),
+    };
+    let body = if cli.publish_path == shared::paths::PUBLISH {
+        let path = cli.publish_token_file.as_ref().context(
+            "publishing to /api/publish needs --publish-token-file (or SSE_BENCH_PUBLISH_TOKEN_FILE)",
+        )?;
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?
+            .trim()
+            .to_owned();
+        ensure!(
+            !token.is_empty(),
+            "the token file {} is empty",
+            path.display()
+        );
+        Body::Channel {
+            token,
+            channel: cli.publish_channel.clone(),
+            channels: cli.channels,
+        }
+    } else {
+        Body::Empty
+    };
+    Ok(Some(PublishConfig {
+        targets: targets.to_vec(),
+        path: cli.publish_path.clone(),
+        body,
+        pace,
+    }))
 }
 
 /// Publishes from now until the window ends, when there is a publisher.
@@ -468,6 +532,7 @@ async fn with_workers(
         }
         cmd.args(&cli.urls)
             .args(["--streams", &share.to_string()])
+            .args(["--channels", &cli.channels.to_string()])
             .args(["--ramp", &cli.ramp.to_string()])
             .args(["--procs", &cli.procs.to_string()])
             .args(["--first-index", &i.to_string()])
@@ -536,12 +601,91 @@ fn kind_arg(kind: StreamKind) -> &'static str {
     match kind {
         StreamKind::Counter => "counter",
         StreamKind::Shared => "shared",
+        StreamKind::Channels => "channels",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_streams_expect_their_channels_share_of_the_publishes() {
+        let spread = "http://127.0.0.1:1/api/events?channel=bench/{i}";
+        let cli = Cli::parse_from([
+            "sse-bench",
+            spread,
+            "--channels",
+            "1000",
+            "--publish-rate",
+            "1000",
+        ]);
+        let target = Target::parse(spread).unwrap();
+        assert_eq!(cli.stream_kind(&target), StreamKind::Channels);
+        assert_eq!(cli.tick_rate(&target), Some(1.0));
+        let one = "http://127.0.0.1:1/api/events?channel=bench/0";
+        let cli = Cli::parse_from(["sse-bench", one, "--publish-rate", "10"]);
+        assert_eq!(cli.tick_rate(&Target::parse(one).unwrap()), Some(10.0));
+        let cli = Cli::parse_from(["sse-bench", one, "--streams", "0", "--publish-flood", "4"]);
+        assert_eq!(cli.tick_rate(&Target::parse(one).unwrap()), None);
+        assert!(Cli::try_parse_from([
+            "sse-bench",
+            one,
+            "--publish-flood",
+            "4",
+            "--publish-rate",
+            "1"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn publishing_to_channels_needs_a_token_file_and_reads_it() {
+        let url = "http://127.0.0.1:1/api/events?channel=bench/0";
+        let targets = targets(&[url.to_owned()]).unwrap();
+        let cli = Cli::parse_from([
+            "sse-bench",
+            url,
+            "--publish-rate",
+            "5",
+            "--publish-path",
+            "/api/publish",
+        ]);
+        if std::env::var_os("SSE_BENCH_PUBLISH_TOKEN_FILE").is_none() {
+            let err = publisher(&cli, &targets).unwrap_err().to_string();
+            assert!(err.contains("--publish-token-file"), "{err}");
+        }
+        let file = std::env::temp_dir().join(format!("sse-bench-token-{}", std::process::id()));
+        std::fs::write(&file, "abc.def.ghi\n").unwrap();
+        let cli = Cli::parse_from([
+            "sse-bench",
+            url,
+            "--publish-flood",
+            "2",
+            "--publish-path",
+            "/api/publish",
+            "--publish-token-file",
+            file.to_str().unwrap(),
+            "--channels",
+            "3",
+        ]);
+        let p = publisher(&cli, &targets).unwrap().unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(p.pace, Pace::Flood(2));
+        match p.body {
+            Body::Channel {
+                token, channels, ..
+            } => assert_eq!((token.as_str(), channels), ("abc.def.ghi", 3)),
+            Body::Empty => panic!("a channel body was expected"),
+        }
+        let cli = Cli::parse_from(["sse-bench", url, "--publish-rate", "5"]);
+        assert!(matches!(
+            publisher(&cli, &targets).unwrap().unwrap().body,
+            Body::Empty
+        ));
+        let cli = Cli::parse_from(["sse-bench", url]);
+        assert!(publisher(&cli, &targets).unwrap().is_none());
+    }
 
     #[test]
     fn window_lines_round_trip() {
@@ -605,7 +749,11 @@ mod tests {
         assert_eq!(cli.tick_rate(&target), Some(5.0));
         let cli = Cli::parse_from(["sse-bench", url, "--kind", "counter"]);
         assert_eq!(cli.stream_kind(&target), StreamKind::Counter);
-        for kind in [StreamKind::Counter, StreamKind::Shared] {
+        for kind in [
+            StreamKind::Counter,
+            StreamKind::Shared,
+            StreamKind::Channels,
+        ] {
             assert_eq!(kind_arg(kind).parse(), Ok(kind));
         }
     }

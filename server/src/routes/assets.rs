@@ -46,7 +46,7 @@ pub fn route(
             Ok::<_, warp::Rejection>(res)
         });
     // `/` without a built page: say how to build it rather than a bare 404.
-    let not_built = warp::path::end()
+    let not_built = super::at(shared::paths::INDEX)
         .and_then(|| async { Err::<Response, _>(warp::reject::custom(ApiError::PageNotBuilt)) });
     files.or(not_built).unify()
 }

@@ -57,6 +57,14 @@ pub fn apply(cors: &Cors, res: &mut Response) {
         let headers = res.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        // A named origin may send its cookies (`withCredentials`); `*` stays
+        // credential-free, as the standard requires.
+        if origin.as_bytes() != b"*" {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
     }
 }
 
@@ -76,7 +84,7 @@ pub fn preflight_for(cors: &Cors, methods: &'static str) -> Response {
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("last-event-id, cache-control"),
+        HeaderValue::from_static("last-event-id, cache-control, content-type, authorization"),
     );
     headers.insert(
         header::ACCESS_CONTROL_MAX_AGE,

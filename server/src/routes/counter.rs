@@ -1,13 +1,13 @@
 //! The per-client counter route: checks the request, then hands a
 //! [`crate::streams::counter::Counter`] to the SSE core.
 
-use crate::conn::ConnInfo;
+use super::StreamRequest;
 use crate::error::ApiError;
 use crate::sse::SseBody;
 use crate::state::AppState;
 use crate::streams::counter::{Counter, CounterPlan};
 use http::{HeaderMap, StatusCode};
-use shared::{events, parse_last_event_id, CounterParams, ParamError};
+use shared::{parse_last_event_id, CounterParams, ParamError};
 use std::sync::Arc;
 use std::time::Duration;
 use warp::reply::Response;
@@ -17,21 +17,13 @@ use warp::{Filter, Reply};
 pub fn route(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    super::stream_filter(shared::paths::COUNTER, state, open)
+    super::stream_filter(shared::paths::COUNTER, state, |req, state| async move {
+        open(&req, &state)
+    })
 }
 
-fn open(
-    headers: &HeaderMap,
-    query: &[(String, String)],
-    conn: Option<Arc<ConnInfo>>,
-    state: &AppState,
-) -> Result<Response, ApiError> {
-    if state.shutdown.is_set() {
-        return Err(ApiError::ShuttingDown {
-            retry_after_secs: state.retry_after_secs(),
-        });
-    }
-    let params = CounterParams::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+fn open(req: &StreamRequest, state: &AppState) -> Result<Response, ApiError> {
+    let params = CounterParams::from_pairs(req.pairs())?;
     if params.drop_after.is_some() && !state.config.allow_fault_injection {
         return Err(ParamError::FaultInjectionDisabled {
             param: shared::params::DROP_AFTER.to_owned(),
@@ -39,18 +31,13 @@ fn open(
         .into());
     }
     // The header is what a browser sends on reconnect; it wins over the query.
-    let last_event_id = last_event_id_header(headers)?.or(params.last_event_id);
+    let last_event_id = last_event_id_header(&req.headers)?.or(params.last_event_id);
     let resume_after = last_event_id.unwrap_or(0);
     if resume_after >= params.count {
         // 204 tells an EventSource to stop reconnecting for good.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let permit = state
-        .admission
-        .try_open("counter", conn)
-        .ok_or(ApiError::TooManyStreams {
-            retry_after_secs: state.retry_after_secs(),
-        })?;
+    let permit = super::admit(state, "counter", req.conn.clone())?;
     tracing::info!(
         stream = permit.id,
         count = params.count,
@@ -67,23 +54,18 @@ fn open(
     Ok(SseBody::new(counter, state.body.clone(), permit, params.drop_after).into_response())
 }
 
-/// The `Last-Event-ID` header, if any. An empty value means no id, as in the standard.
+/// The `Last-Event-ID` header as a number, if any. An empty value means no id, as in
+/// the standard.
 pub(super) fn last_event_id_header(headers: &HeaderMap) -> Result<Option<u64>, ParamError> {
-    let mut values = headers.get_all(events::LAST_EVENT_ID_HEADER).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    let param = "Last-Event-ID";
-    if values.next().is_some() {
-        return Err(ParamError::Repeated {
-            param: param.to_owned(),
-        });
+    match super::last_event_id_text(headers) {
+        Ok(Some(text)) => parse_last_event_id("Last-Event-ID", text),
+        Ok(None) => Ok(None),
+        Err(ParamError::Malformed { param, value, .. }) => Err(ParamError::Invalid {
+            param,
+            value,
+            min: 0,
+            max: u64::MAX,
+        }),
+        Err(err) => Err(err),
     }
-    let text = value.to_str().map_err(|_| ParamError::Invalid {
-        param: param.to_owned(),
-        value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        min: 0,
-        max: u64::MAX,
-    })?;
-    parse_last_event_id(param, text)
 }

@@ -3,7 +3,11 @@
 pub mod assets;
 pub mod cors;
 pub mod counter;
+pub mod credential;
+pub mod events;
 pub mod ops;
+pub mod publish;
+pub mod session;
 pub mod shared;
 
 use crate::conn::ConnInfo;
@@ -23,6 +27,12 @@ pub fn routes(
         .unify()
         .or(shared::increment(Arc::clone(&state)))
         .unify()
+        .or(events::route(Arc::clone(&state)))
+        .unify()
+        .or(publish::route(Arc::clone(&state)))
+        .unify()
+        .or(session::routes(Arc::clone(&state)))
+        .unify()
         .or(ops::metrics_if_on_main(Arc::clone(&state)))
         .unify()
         .or(ops::healthz(Arc::clone(&state)))
@@ -35,24 +45,34 @@ pub fn routes(
         .unify()
 }
 
-/// `GET path` of a stream: its request parts in, its answer out. Once the path matched,
-/// every answer comes from here (a rejection would fall through to the `/api/` 404).
-fn stream_filter<F>(
+/// What a stream route is given to open its stream.
+pub struct StreamRequest {
+    pub headers: http::HeaderMap,
+    pub query: Vec<(String, String)>,
+    pub conn: Option<Arc<ConnInfo>>,
+}
+
+impl StreamRequest {
+    /// The query's pairs, for the contract's `from_pairs` parsers.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// `GET path` of a stream, with what every stream route does around opening its
+/// stream: CORS (checked first, and applied to errors too, so an allowed page can read
+/// why it was refused), the preflight, 405 for methods other than GET, and 503 once
+/// shutdown began. `open` validates the request, takes a permit ([`admit`]) and builds
+/// the body. Once the path matched, every answer comes from here (a rejection would
+/// fall through to the `/api/` 404).
+fn stream_filter<F, Fut>(
     path: &'static str,
     state: Arc<AppState>,
     open: F,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone
 where
-    F: Fn(
-            &http::HeaderMap,
-            &[(String, String)],
-            Option<Arc<ConnInfo>>,
-            &AppState,
-        ) -> Result<Response, ApiError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Fn(StreamRequest, Arc<AppState>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response, ApiError>> + Send,
 {
     at(path)
         .and(warp::method())
@@ -60,57 +80,128 @@ where
         .and(warp::query::<Vec<(String, String)>>())
         .and(warp::ext::optional::<Arc<ConnInfo>>())
         .and(with_state(state))
-        .map(
+        .then(
             move |method: http::Method,
                   headers: http::HeaderMap,
                   query: Vec<(String, String)>,
                   conn: Option<Arc<ConnInfo>>,
                   state: Arc<AppState>| {
-                stream_route(method, &headers, &state, |state| {
-                    open(&headers, &query, conn, state)
-                })
+                let open = open.clone();
+                async move {
+                    let cors = match cors::check(&state.config, &headers) {
+                        Ok(cors) => cors,
+                        Err(err) => return err.into_response(),
+                    };
+                    if method == http::Method::OPTIONS {
+                        return cors::preflight(&cors);
+                    }
+                    if method != http::Method::GET {
+                        return ApiError::MethodNotAllowed {
+                            allow: "GET, OPTIONS",
+                        }
+                        .into_response();
+                    }
+                    let res = if state.shutdown.is_set() {
+                        Err(ApiError::ShuttingDown {
+                            retry_after_secs: state.retry_after_secs(),
+                        })
+                    } else {
+                        let request = StreamRequest {
+                            headers,
+                            query,
+                            conn,
+                        };
+                        open(request, Arc::clone(&state)).await
+                    };
+                    let mut res = res.unwrap_or_else(Reply::into_response);
+                    cors::apply(&cors, &mut res);
+                    res
+                }
             },
         )
 }
 
-/// What every stream route does around opening its stream: CORS (checked first, and
-/// applied to errors too, so an allowed page can read why it was refused), the
-/// preflight, and 405 for methods other than GET.
-fn stream_route(
-    method: http::Method,
+/// What every write route (the increment, a publish, revoke, the session) does around
+/// its own work: CORS and CSRF first (an `Origin` that is neither this server's nor a
+/// `--cors-origin` is 403, and `refused` counts it), the preflight for `allow`, 405 for
+/// a method not in `methods`, and CORS applied to whatever `handle` answers, errors
+/// included, so an allowed page can read why it was refused.
+async fn write_route(
+    method: &http::Method,
     headers: &http::HeaderMap,
     state: &AppState,
-    open: impl FnOnce(&AppState) -> Result<Response, ApiError>,
+    allow: &'static str,
+    methods: &[http::Method],
+    refused: impl FnOnce(),
+    handle: impl std::future::Future<Output = Result<Response, ApiError>>,
 ) -> Response {
-    use warp::Reply as _;
     let cors = match cors::check(&state.config, headers) {
         Ok(cors) => cors,
-        Err(err) => return err.into_response(),
+        Err(err) => {
+            refused();
+            return err.into_response();
+        }
     };
     if method == http::Method::OPTIONS {
-        return cors::preflight(&cors);
+        return cors::preflight_for(&cors, allow);
     }
-    if method != http::Method::GET {
-        return ApiError::MethodNotAllowed {
-            allow: "GET, OPTIONS",
-        }
-        .into_response();
-    }
-    let mut res = open(state).unwrap_or_else(Reply::into_response);
+    let mut res = if methods.contains(method) {
+        handle.await.unwrap_or_else(Reply::into_response)
+    } else {
+        ApiError::MethodNotAllowed { allow }.into_response()
+    };
     cors::apply(&cors, &mut res);
     res
 }
 
+/// A place among `--max-streams` for a stream of `kind`, or 503 `capacity`.
+fn admit(
+    state: &AppState,
+    kind: &'static str,
+    conn: Option<Arc<ConnInfo>>,
+) -> Result<crate::sse::StreamPermit, ApiError> {
+    state
+        .admission
+        .try_open(kind, conn)
+        .ok_or(ApiError::TooManyStreams {
+            retry_after_secs: state.retry_after_secs(),
+        })
+}
+
+/// The one `Last-Event-ID` header, as text, if any: repeated or not UTF-8 is refused.
+fn last_event_id_text(headers: &http::HeaderMap) -> Result<Option<&str>, ::shared::ParamError> {
+    let mut values = headers
+        .get_all(::shared::events::LAST_EVENT_ID_HEADER)
+        .iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let param = "Last-Event-ID";
+    if values.next().is_some() {
+        return Err(::shared::ParamError::Repeated {
+            param: param.to_owned(),
+        });
+    }
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| ::shared::ParamError::Malformed {
+            param: param.to_owned(),
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            what: "printable ASCII",
+        })
+}
+
 /// Answers what must not reach the routes at all: a path and query over
-/// [`crate::MAX_URI_BYTES`] gets 414.
+/// [`crate::config::MAX_URI_BYTES`] gets 414.
 pub fn gate<B>(req: &http::Request<B>) -> Option<Response> {
     let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    (len > crate::MAX_URI_BYTES).then(|| {
+    (len > crate::config::MAX_URI_BYTES).then(|| {
         error::json_error(
             http::StatusCode::URI_TOO_LONG,
             &::shared::ErrorBody::new(format!(
                 "the path and query may not exceed {} bytes",
-                crate::MAX_URI_BYTES
+                crate::config::MAX_URI_BYTES
             )),
         )
     })
@@ -183,6 +274,7 @@ mod tests {
             ("GET", ::shared::paths::COUNTER),
             ("GET", ::shared::paths::SHARED),
             ("POST", ::shared::paths::SHARED_INCREMENT),
+            ("GET", "/api/events?channel=a"),
         ] {
             let res = warp::test::request()
                 .method(method)

@@ -45,7 +45,10 @@ pub fn metrics_if_on_main(
 
 /// GET /healthz: 200 `{"status":"ok",...}` while serving, 503 once shutdown began.
 /// `shared` says whether the shared counter's store answers (`ok`, `unavailable`): an
-/// instance without Redis still serves everything else, so it stays 200.
+/// instance without Redis still serves everything else, so it stays 200. With Redis,
+/// `redis` says which primary the instance follows (`primary`, `host:port`, `null`
+/// before the first connection), since when (`since_unix_ms`) and how often it
+/// changed (`failovers`).
 pub fn healthz(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -58,11 +61,25 @@ pub fn healthz(
             } else {
                 (StatusCode::OK, "ok")
             };
+            let primary = state.store.primary();
+            let redis = state.store.is_redis().then(|| {
+                serde_json::json!({
+                    "primary": primary.as_ref().map(|p| p.addr.clone()),
+                    "since_unix_ms": primary.as_ref().and_then(|p| {
+                        p.since
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_millis() as u64)
+                    }),
+                    "failovers": primary.as_ref().map_or(0, |p| p.failovers),
+                })
+            });
             let body = serde_json::json!({
                 "status": word,
                 "active_streams": state.admission.active(),
                 "max_streams": state.admission.max(),
                 "shared": state.store.health().as_str(),
+                "redis": redis,
             });
             let mut res =
                 warp::reply::with_status(warp::reply::json(&body), status).into_response();

@@ -1,7 +1,7 @@
 //! The shared counter's routes: its stream, and the increment that publishes a change.
 
 use super::counter::last_event_id_header;
-use super::{at, cors, with_state};
+use super::{at, with_state, StreamRequest};
 use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::metrics::PublishRejection;
@@ -22,81 +22,34 @@ use warp::{Filter, Reply};
 pub fn stream(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    at(shared::paths::SHARED)
-        .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .and(warp::query::<Vec<(String, String)>>())
-        .and(warp::ext::optional::<Arc<ConnInfo>>())
-        .and(with_state(state))
-        .then(
-            |method: Method,
-             headers: HeaderMap,
-             query: Vec<(String, String)>,
-             conn: Option<Arc<ConnInfo>>,
-             state: Arc<AppState>| async move {
-                let reached = store_reached(&method, &headers, &query, &state).await;
-                super::stream_route(method, &headers, &state, |state| {
-                    subscribe(&headers, &query, conn, state, reached)
-                })
-            },
-        )
+    super::stream_filter(shared::paths::SHARED, state, subscribe)
 }
 
-/// For a client whose last id is ahead of this instance's copy of the counter: whether
-/// the store has reached it (see [`crate::store::Store::has_reached`]). `None` for every
-/// other request, which [`subscribe`] answers alone (a bad id included).
-async fn store_reached(
-    method: &Method,
-    headers: &HeaderMap,
-    query: &[(String, String)],
-    state: &AppState,
-) -> Option<u64> {
-    if method != Method::GET || !state.store.ready() {
-        return None;
-    }
-    let params =
-        SharedParams::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok()?;
-    let k = last_event_id_header(headers)
-        .ok()?
-        .or(params.last_event_id)?;
-    (k > state.hub.current() && state.store.has_reached(k).await).then_some(k)
-}
-
-fn subscribe(
-    headers: &HeaderMap,
-    query: &[(String, String)],
-    conn: Option<Arc<ConnInfo>>,
-    state: &AppState,
-    reached: Option<u64>,
-) -> Result<Response, ApiError> {
-    if state.shutdown.is_set() {
-        return Err(ApiError::ShuttingDown {
-            retry_after_secs: state.retry_after_secs(),
-        });
-    }
-    let params = SharedParams::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+async fn subscribe(req: StreamRequest, state: Arc<AppState>) -> Result<Response, ApiError> {
+    let params = SharedParams::from_pairs(req.pairs())?;
     // The header is what a browser sends on reconnect; it wins over the query.
-    let last_event_id = last_event_id_header(headers)?.or(params.last_event_id);
+    let last_event_id = last_event_id_header(&req.headers)?.or(params.last_event_id);
     // Until the store has been read once, this instance does not know the value.
     if !state.store.ready() {
         return Err(ApiError::StoreUnavailable {
             retry_after_secs: state.retry_after_secs(),
         });
     }
-    let permit = state
-        .admission
-        .try_open("shared", conn)
-        .ok_or(ApiError::TooManyStreams {
-            retry_after_secs: state.retry_after_secs(),
-        })?;
-    let start = match reached {
-        Some(k) if last_event_id == Some(k) => state.hub.start_after(k),
-        _ => state.hub.start(last_event_id),
+    // A client whose last id is ahead of this instance's copy: whether the store has
+    // reached it (see `Store::has_reached`).
+    let reached = match last_event_id {
+        Some(k) if k > state.hub.current() => state.store.has_reached(k).await,
+        _ => false,
+    };
+    let permit = super::admit(&state, "shared", req.conn)?;
+    let start = match last_event_id {
+        Some(k) if reached => state.hub.counter_start_after(k),
+        _ => state.hub.counter_start(last_event_id),
     };
     tracing::info!(
         stream = permit.id,
         last_event_id,
-        from = start.cursor,
+        from = start.value,
         replay = start.replay,
         "shared stream opened"
     );
@@ -116,9 +69,7 @@ pub fn increment(
         .and(with_state(state))
         .then(
             |method: Method, headers: HeaderMap, conn: Option<Arc<ConnInfo>>, body, state| async move {
-                publish(method, headers, conn, body, state)
-                    .await
-                    .unwrap_or_else(Reply::into_response)
+                publish(method, headers, conn, body, state).await
             },
         )
 }
@@ -129,27 +80,19 @@ async fn publish<S, B>(
     conn: Option<Arc<ConnInfo>>,
     body: S,
     state: Arc<AppState>,
-) -> Result<Response, ApiError>
+) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
     let metrics = &state.metrics;
     // CSRF: a page of another origin may not make this server count.
-    let cors = cors::check(&state.config, &headers).inspect_err(|_| {
+    let refused = || {
         metrics
             .publish_rejected(PublishRejection::Origin)
-            .increment(1);
-    })?;
-    if method == Method::OPTIONS {
-        return Ok(cors::preflight_for(&cors, "POST"));
-    }
-    if method != Method::POST {
-        return Err(ApiError::MethodNotAllowed {
-            allow: "POST, OPTIONS",
-        });
-    }
-    let mut res = async {
+            .increment(1)
+    };
+    let handle = async {
         if let Err(err) = empty_body(&headers, body).await {
             metrics
                 .publish_rejected(PublishRejection::Body)
@@ -183,11 +126,18 @@ where
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(res)
-    }
+    };
+    let allow = "POST, OPTIONS";
+    super::write_route(
+        &method,
+        &headers,
+        &state,
+        allow,
+        &[Method::POST],
+        refused,
+        handle,
+    )
     .await
-    .unwrap_or_else(Reply::into_response);
-    cors::apply(&cors, &mut res);
-    Ok(res)
 }
 
 /// An increment carries no body: a declared length over the limit is refused unread

@@ -3,8 +3,9 @@
 //! shutdown watch that closes each connection once it is idle.
 
 use super::accept::{Handshake, Protocol};
-use super::h2::{H2Limits, RequestBody};
+use super::h2::H2Limits;
 use super::stall::StallGuard;
+use crate::config::{MAX_HEADERS, MAX_HEADER_BYTES};
 use crate::conn::ConnInfo;
 use crate::routes;
 use crate::sse::Shutdown;
@@ -20,15 +21,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tower_service::Service;
 use warp::reply::Response;
-
-/// Request line and headers together may not exceed this (hyper answers 431; for
-/// HTTP/2 it is the header list limit). It also caps hyper's write buffer per
-/// connection.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// A longer path and query gets 414.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
-/// More request headers than this get 431.
-pub const MAX_HEADERS: usize = 64;
 
 /// Serves the routes' `service` on connections made by `handshake`.
 ///
@@ -67,14 +59,7 @@ pub struct HttpOptions {
 
 impl<S, H> HttpServer<S, H>
 where
-    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-        + Service<http::Request<RequestBody>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <S as Service<http::Request<Incoming>>>::Future: Send + 'static,
-    <S as Service<http::Request<RequestBody>>>::Future: Send + 'static,
+    S: super::Service + Clone + Send + Sync + 'static,
     H: Handshake,
 {
     pub fn new(service: S, handshake: H, options: HttpOptions) -> Self {

@@ -1,7 +1,7 @@
 //! From a bound listener to served connections, and the shutdown that ends them all.
 //!
 //! [`accept`] takes connections and tunes their sockets; its [`Handshake`] seam turns
-//! each into the stream HTTP is spoken over (plain TCP today, TLS later); [`http`]
+//! each into the stream HTTP is spoken over (plain TCP, or TLS with ALPN); [`http`]
 //! serves HTTP on it; [`run_with_metrics`] wires them to the routes and shuts down.
 
 pub mod accept;
@@ -13,7 +13,7 @@ pub mod tls;
 pub use crate::config::TlsSource;
 pub use crate::conn::ConnInfo;
 pub use accept::{Handshake, Plain, Protocol, SocketOptions};
-pub use http::{HttpOptions, HttpServer, MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use http::{HttpOptions, HttpServer};
 pub use stall::StallGuard;
 pub use tls::{Tls, TlsError};
 
@@ -39,10 +39,15 @@ pub async fn run_with_metrics(
 
 /// [`run_with_metrics`], with each of `more` served by a current-thread runtime on a
 /// thread of its own. `listener` is served on the caller's runtime until `shutdown`;
-/// `more` are bound to the same address with `SO_REUSEPORT`, so the kernel spreads
-/// the connections over all of them. One runtime per thread keeps every connection,
-/// its timer and its wake-ups on one thread, with no work stealing between them.
-// Bench: `cargo xtask bench` 1 Hz, CPU per event (user time, median of A/B runs).
+/// `more` are handles to the same socket (`try_clone`), and the `i`th of them starts
+/// taking connections once `i` × [`Config::streams_per_thread`] streams are open:
+/// until then it is not watched at all, so a small load is served by one runtime,
+/// whose grid cells hold every stream and which no other thread's scheduling delays.
+/// Once several watch the socket, whichever is free takes the next connection. One
+/// runtime per thread keeps every connection, its timer and its wake-ups on one
+/// thread, with no work stealing between them.
+// Bench: `cargo xtask bench` 1 Hz, CPU per event (user time, median of A/B runs);
+// 10 Hz, CPU per event and time to headers p99 (docs/performance.md).
 pub async fn run_threads(
     listener: TcpListener,
     more: Vec<std::net::TcpListener>,
@@ -74,9 +79,10 @@ pub async fn run_threads(
             tls.clone(),
             open.clone(),
         );
+        let join_at = state.config.streams_per_thread.saturating_mul(i + 1);
         std::thread::Builder::new()
             .name(format!("sse-counter-{}", i + 1))
-            .spawn(move || serve_thread(more, state, service, tls, open))?;
+            .spawn(move || serve_thread(more, join_at, state, service, tls, open))?;
     }
     serve(&listener, &state, service, tls, open.clone(), shutdown).await;
     drop(listener);
@@ -88,10 +94,16 @@ pub async fn run_threads(
     Ok(())
 }
 
-/// One more thread of [`run_threads`]: serves `listener` on a runtime of its own until
-/// shutdown begins, then until its connections have closed.
+/// How often a thread that waits to join checks the open streams: seldom enough to
+/// cost nothing measurable on an idle server, soon enough for a load that grows.
+const JOIN_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One more thread of [`run_threads`]: once `join_at` streams are open, serves
+/// `listener` on a runtime of its own until shutdown begins, then until its
+/// connections have closed.
 fn serve_thread<S>(
     listener: std::net::TcpListener,
+    join_at: usize,
     state: Arc<AppState>,
     service: S,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -110,6 +122,22 @@ fn serve_thread<S>(
         }
     };
     runtime.block_on(async move {
+        let mut watch = state.shutdown.watch();
+        let mut begun = std::future::poll_fn(|cx| {
+            if watch.poll_begun(cx) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        });
+        // Not yet registered with this runtime's epoll: connections wake only the
+        // runtimes that serve.
+        while state.admission.active() < join_at {
+            tokio::select! {
+                () = tokio::time::sleep(JOIN_CHECK) => {}
+                () = &mut begun => return,
+            }
+        }
         let listener = match TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(err) => {
@@ -120,14 +148,6 @@ fn serve_thread<S>(
         // The connections of this runtime hold these senders; it stops once they all
         // have gone.
         let (mine, mut closed) = tokio::sync::mpsc::channel::<()>(1);
-        let mut watch = state.shutdown.watch();
-        let begun = std::future::poll_fn(|cx| {
-            if watch.poll_begun(cx) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        });
         serve(&listener, &state, service, tls, mine, begun).await;
         drop(listener);
         let _ = closed.recv().await;

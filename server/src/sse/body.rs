@@ -9,6 +9,7 @@ use super::frame;
 use super::grid::GridTimer;
 use super::permit::{StreamPermit, Summary};
 use super::shutdown::{Shutdown, ShutdownWatch};
+use crate::access::Access;
 use crate::metrics::DisconnectReason;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -56,6 +57,11 @@ pub trait StreamKind: Send + Sync + Unpin + 'static {
     /// zero for none beyond the grid's millisecond.
     fn grid(&self) -> Duration {
         Duration::ZERO
+    }
+    /// The `end` frame for `reason`; `None` sends the counter's `{"reason","last"}` with
+    /// [`StreamKind::last_id`].
+    fn end_frame(&self, _reason: EndReason) -> Option<Bytes> {
+        None
     }
 }
 
@@ -117,6 +123,8 @@ pub struct SseBody<K: StreamKind> {
     /// How the stream ended; stays `Client` unless the body ended it.
     reason: DisconnectReason,
     permit: StreamPermit,
+    /// The token's limits, for a stream opened with one.
+    access: Option<Access>,
 }
 
 impl<K: StreamKind> SseBody<K> {
@@ -133,7 +141,15 @@ impl<K: StreamKind> SseBody<K> {
             sent: 0,
             reason: DisconnectReason::Client,
             permit,
+            access: None,
         }
+    }
+
+    /// Ends the stream when `access` does: at the token's `exp` (`expired`), or when its
+    /// session is revoked (`revoked`). Nothing is sent past either.
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = Some(access);
+        self
     }
 
     /// The `200` response carrying this body, with the headers every stream has.
@@ -164,20 +180,24 @@ impl<K: StreamKind> SseBody<K> {
         self.reason = match reason {
             EndReason::Complete => DisconnectReason::Complete,
             EndReason::Shutdown => DisconnectReason::Shutdown,
+            EndReason::Expired => DisconnectReason::Expired,
+            EndReason::Revoked => DisconnectReason::Revoked,
         };
         self.permit.metrics().events_sent.increment(1);
-        let end = End {
-            reason,
-            last: self.kind.last_id(),
-        };
-        let end = frame::json(Some(events::END), None, &end).expect("`end` is a valid event name");
+        let end = self.kind.end_frame(reason).unwrap_or_else(|| {
+            let end = End {
+                reason,
+                last: self.kind.last_id(),
+            };
+            frame::json(Some(events::END), None, &end).expect("`end` is a valid event name")
+        });
         match reason {
             EndReason::Shutdown => match self.parts.shutdown_retry() {
                 // One write: the new delay and the end it applies to.
                 Some(retry) => [retry, end].concat().into(),
                 None => end,
             },
-            EndReason::Complete => end,
+            EndReason::Complete | EndReason::Expired | EndReason::Revoked => end,
         }
     }
 
@@ -195,6 +215,14 @@ impl<K: StreamKind> SseBody<K> {
     fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         if self.shutdown.poll_begun(cx) {
             return Poll::Ready(Some(Ok(self.end(EndReason::Shutdown))));
+        }
+        if let Some(access) = &self.access {
+            if access.cancel.as_ref().is_some_and(|c| c.poll_tripped(cx)) {
+                return Poll::Ready(Some(Ok(self.end(EndReason::Revoked))));
+            }
+            if Instant::now() >= access.until {
+                return Poll::Ready(Some(Ok(self.end(EndReason::Expired))));
+            }
         }
         // Twice at most: when the timer fires for the kind's event, the kind is asked
         // again and has it ready.
@@ -224,13 +252,26 @@ impl<K: StreamKind> SseBody<K> {
                 .last_write
                 .checked_add(self.parts.keep_alive)
                 .unwrap_or(now);
-            let deadline = wait_until.map_or(keep_alive_at, |at| at.min(keep_alive_at));
+            let mut deadline = wait_until.map_or(keep_alive_at, |at| at.min(keep_alive_at));
+            if let Some(access) = &self.access {
+                if now >= access.until {
+                    return Poll::Ready(Some(Ok(self.end(EndReason::Expired))));
+                }
+                deadline = deadline.min(access.until);
+            }
             if self
                 .timer
                 .poll_until(deadline, self.kind.grid(), now, cx)
                 .is_pending()
             {
                 return Poll::Pending;
+            }
+            if self
+                .access
+                .as_ref()
+                .is_some_and(|a| Instant::now() >= a.until)
+            {
+                return Poll::Ready(Some(Ok(self.end(EndReason::Expired))));
             }
             // `now` is past the deadline: the keep-alive's, unless the kind's event is
             // due too.

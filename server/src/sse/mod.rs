@@ -1,6 +1,6 @@
 //! The SSE core every stream shares: the encoder ([`frame`]), the response body
 //! ([`body`]) with its [`StreamKind`] seam, the timer that wakes streams together
-//! ([`grid`]), the wake-up relayed to each runtime's waiters ([`signal`]), admission
+//! ([`grid`]), the wake-up of each runtime's registered waiters ([`signal`]), admission
 //! and accounting ([`permit`]), and the shutdown signal ([`shutdown`]). A kind of stream (`crate::streams`) only says
 //! which payload is due when.
 
@@ -14,4 +14,4 @@ pub mod signal;
 pub use body::{BodyParts, Due, SseBody, StreamKind};
 pub use permit::{Admission, StreamPermit, Summary};
 pub use shutdown::{Shutdown, ShutdownWatch};
-pub use signal::Signal;
+pub use signal::{Key, Signal, Waiter};

@@ -106,7 +106,7 @@ impl StreamPermit {
         metrics.disconnect(reason).increment(1);
         let (stream, kind, sent, last) = (self.id, self.kind, summary.sent, summary.last);
         let reason = reason.as_str();
-        if summary.reason == DisconnectReason::Client {
+        if summary.reason == DisconnectReason::Client && kind == "counter" {
             tracing::info!(
                 stream,
                 kind,
@@ -114,6 +114,16 @@ impl StreamPermit {
                 last,
                 reason,
                 "client dropped the stream; ticker stopped"
+            );
+        } else if summary.reason == DisconnectReason::Client {
+            // A subscriber has no ticker: its cursor and wake-up go with it.
+            tracing::info!(
+                stream,
+                kind,
+                sent,
+                last,
+                reason,
+                "client dropped the stream; subscription freed"
             );
         } else {
             tracing::info!(stream, kind, sent, last, reason, "stream ended");

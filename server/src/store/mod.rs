@@ -1,24 +1,29 @@
-//! Where the shared counter's changes are made and ordered: the seam between the routes
-//! and the store behind the [`Hub`].
+//! Where events (the channels' and the shared counter's changes) are made and
+//! ordered: the seam between the routes and the store behind the [`Hub`].
 //!
-//! - [`Store::Embedded`] (the default): the hub in this process is the store. An
-//!   increment is [`Hub::increment`]; nothing outlives the process.
-//! - [`Store::Redis`] (`--redis-url`): Redis holds the value and an ordered log of the
-//!   changes, shared by every instance. An increment is one atomic step in Redis, and
+//! - [`Store::Embedded`] (the default): the hub in this process is the store. A
+//!   publish is [`Hub::publish`], an increment [`Hub::increment`]; nothing outlives the
+//!   process (a restart is a new epoch).
+//! - [`Store::Redis`] (`--redis-url`, or `--redis-sentinel`): Redis holds the counter and one ordered log of
+//!   every event, shared by every instance. A publish is one atomic step in Redis, and
 //!   each instance's reader copies the log into its hub, so subscribers of any
-//!   instance see every change once, in order. See [`redis`].
+//!   instance see every event once, in order. See [`redis`].
 //!
 //! The routes only ask the questions below; neither the wire nor the hub's subscribers
 //! know which store answers.
 
 pub mod redis;
 
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sse::Shutdown;
-use crate::streams::shared::Hub;
+use crate::streams::hub::Hub;
+use serde_json::value::RawValue;
+use shared::channels::EventId;
 use std::sync::Arc;
 
-pub use self::redis::{RedisStore, RedisUrl};
+pub use self::redis::{Primary, RedisStore};
+pub use crate::config::{RedisTarget, RedisUrl};
 
 /// The store of the shared counter; see the module docs.
 pub enum Store {
@@ -30,7 +35,7 @@ pub enum Store {
 /// learns that the store is unavailable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("the shared counter's store is unavailable")]
+    #[error("the store is unavailable")]
     Unavailable,
 }
 
@@ -51,22 +56,45 @@ impl Health {
 }
 
 impl Store {
-    /// The embedded store, or the Redis one when `url` is given; the Redis store's
-    /// reader runs until `shutdown` begins.
+    /// The embedded store, or the Redis one when `config.redis` names one; the Redis
+    /// store's reader runs until `shutdown` begins.
     pub fn new(
-        url: Option<&RedisUrl>,
+        config: &Config,
         hub: Arc<Hub>,
-        history: usize,
         metrics: Arc<Metrics>,
         shutdown: Arc<Shutdown>,
+        revocations: Arc<crate::access::Revocations>,
     ) -> Store {
-        match url {
+        match &config.redis {
             None => {
                 metrics.shared_store_up.set(1.0);
                 Store::Embedded(hub)
             }
-            Some(url) => Store::Redis(RedisStore::start(url, hub, history, metrics, shutdown)),
+            Some(target) => Store::Redis(RedisStore::start(
+                target,
+                config.redis_min_replicas,
+                config.redis_wait,
+                hub,
+                config.history,
+                metrics,
+                shutdown,
+                revocations,
+            )),
         }
+    }
+
+    /// The Redis primary this instance follows (or last followed); `None` for the
+    /// embedded store, or before the first connection.
+    pub fn primary(&self) -> Option<Primary> {
+        match self {
+            Store::Embedded(_) => None,
+            Store::Redis(redis) => redis.primary(),
+        }
+    }
+
+    /// Whether the store is in Redis.
+    pub fn is_redis(&self) -> bool {
+        matches!(self, Store::Redis(_))
     }
 
     /// Adds one to the counter: the new value once the change is stored, ordered and
@@ -76,6 +104,39 @@ impl Store {
         match self {
             Store::Embedded(hub) => Ok(hub.increment()),
             Store::Redis(redis) => redis.increment().await,
+        }
+    }
+
+    /// Publishes `data` on `channel`: the id every subscriber gets it with, once it is
+    /// stored, ordered and on its way to every subscriber of `channel`.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        ty: Option<&str>,
+        data: &RawValue,
+        from: Option<&str>,
+    ) -> Result<EventId, StoreError> {
+        match self {
+            Store::Embedded(hub) => Ok(hub.publish(channel, ty, data, from)),
+            Store::Redis(redis) => redis.publish(channel, ty, data.get(), from).await,
+        }
+    }
+
+    /// Whether the store's order has reached `seq` (an `/api/events` id ahead of this
+    /// instance's copy); see [`Store::has_reached`].
+    pub async fn has_reached_seq(&self, seq: u64) -> bool {
+        match self {
+            Store::Embedded(_) => false,
+            Store::Redis(redis) => redis.has_reached_seq(seq).await,
+        }
+    }
+
+    /// Tells every instance that `sid` is revoked until `until_secs` (this one has been
+    /// told already). The embedded store has no other instance.
+    pub async fn revoke(&self, sid: &str, until_secs: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(()),
+            Store::Redis(redis) => redis.revoke(sid, until_secs).await,
         }
     }
 

@@ -69,33 +69,23 @@ impl StreamKind for Counter {
     }
 }
 
-/// The frame of one tick: the bytes of `frame::json(None, Some(num), &Tick { .. })`
-/// (`tick_frame_is_the_json_frame` below), written without serde in one allocation.
-// Bench: `cargo xtask bench` 1 Hz, CPU per event (callgrind: a tenth fewer instructions).
+/// The frame of one tick: `frame::json(None, Some(num), &Tick { .. })`'s bytes, from
+/// `frame::numbers` (whose property test proves it).
 fn tick_frame(num: u64, sent_at_us: u64) -> Bytes {
-    let mut num_digits = itoa::Buffer::new();
-    let num = num_digits.format(num).as_bytes();
-    let mut at_digits = itoa::Buffer::new();
-    let at = at_digits.format(sent_at_us).as_bytes();
-    frame::concat(&[
-        b"id: ",
-        num,
-        b"\ndata: {\"num\":",
-        num,
-        b",\"sent_at_us\":",
-        at,
-        b"}\n\n",
-    ])
+    frame::numbers(num, [("num", num), ("sent_at_us", sent_at_us)])
 }
 
-/// The wake-up grid for a stream ticking every `interval`: a hundredth of it, between
+/// The wake-up grid for a stream ticking every `interval`: a thirtieth of it, between
 /// 1 ms (tokio's own timer resolution) and 3 ms.
 ///
 /// A coarser grid batches more wake-ups (less CPU per event) but delays each tick by up
 /// to one cell; 3 ms is where the delivery p99 of `cargo xtask bench`'s 10,000-stream
 /// scenario stays well under 1 ms while the CPU per event falls (docs/benchmarks.md).
+/// A thirtieth, not a hundredth, so that 10 Hz streams get the 3 ms cells too: at
+/// 1 ms a cell of its 10 Hz scenario held a third of the streams, and the runtime's
+/// sleep and wake-up per cell were a fifth of its CPU (docs/performance.md).
 fn grid_for(interval: Duration) -> Duration {
-    (interval / 100).clamp(Duration::from_millis(1), Duration::from_millis(3))
+    (interval / 30).clamp(Duration::from_millis(1), Duration::from_millis(3))
 }
 
 #[cfg(test)]
@@ -116,11 +106,15 @@ mod tests {
     }
 
     #[test]
-    fn grid_is_a_hundredth_of_the_interval_within_1_to_3_ms() {
+    fn grid_is_a_thirtieth_of_the_interval_within_1_to_3_ms() {
         assert_eq!(grid_for(Duration::from_millis(1)), Duration::from_millis(1));
         assert_eq!(
-            grid_for(Duration::from_millis(200)),
+            grid_for(Duration::from_millis(60)),
             Duration::from_millis(2)
+        );
+        assert_eq!(
+            grid_for(Duration::from_millis(100)),
+            Duration::from_millis(3)
         );
         assert_eq!(grid_for(Duration::from_secs(1)), Duration::from_millis(3));
     }

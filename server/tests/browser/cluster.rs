@@ -22,11 +22,12 @@ async fn placement(h: &Harness) -> Vec<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_on_different_instances_behind_nginx_see_each_others_plus_one() {
     Harness::scenario(Setup::cluster(2), async |h| {
+        // Each tab with a stream of its own (`?share=0`): tabs that share would hold one.
         let a = h.tab().await;
-        join(h, "/").await;
+        join(h, "/?share=0").await;
         h.wait_text("shared-value", "0").await;
         let b = h.new_tab().await;
-        join(h, "/").await;
+        join(h, "/?share=0").await;
         h.wait_text("shared-value", "0").await;
 
         // Prove where the streams are: each instance counts one shared subscriber. If

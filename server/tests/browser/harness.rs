@@ -1,5 +1,5 @@
-//! The harness of the real-browser tests: chromedriver and a headless Chromium session
-//! (fantoccini), the real `sse-counter` binary serving the real trunk-built page over
+//! The harness of the real-browser tests: a headless browser session (fantoccini) in
+//! each engine, Chromium through chromedriver and Firefox through geckodriver, the real `sse-counter` binary serving the real trunk-built page over
 //! HTTP or HTTPS, optionally behind the test support's TCP proxy, or several instances
 //! sharing the counter through a real Redis behind a real nginx that serves the page
 //! over HTTPS ([`Cluster`]); and what a scenario does with them: open tabs, read and
@@ -13,7 +13,7 @@ use crate::support::prom::Scrape;
 use crate::support::proxy::Proxy;
 use crate::support::{poll_until, within_for, TempDir};
 use base64::Engine as _;
-use fantoccini::wd::WindowHandle;
+use fantoccini::wd::{TimeoutConfiguration, WindowHandle};
 use fantoccini::{ClientBuilder, Locator};
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
@@ -27,7 +27,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 
-/// Each scenario runs a Chromium, a chromedriver and a server at once: two scenarios side
+/// Each scenario runs a browser, its driver and a server at once: two scenarios side
 /// by side keep the suite short without starving the pages of the CPU that their timing
 /// (a reconnect within [`QUIET`], say) depends on.
 static BROWSERS: Semaphore = Semaphore::const_new(2);
@@ -70,8 +70,62 @@ async fn drive<T, E: Display>(what: &str, command: impl Future<Output = Result<T
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// chromedriver on a free port, stopped with SIGTERM (then SIGKILL) when dropped so that
-/// it can close the browsers it started.
+/// A browser engine the scenarios run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Debian's `chromium`, through `chromedriver`.
+    Chromium,
+    /// Debian's `firefox-esr`, through `geckodriver` (from crates.io).
+    Firefox,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+        }
+    }
+
+    /// The engines every scenario runs in: both, unless `SSE_COUNTER_BROWSERS` names
+    /// some (`chromium`, `firefox`, comma-separated), to run one engine while working.
+    fn all() -> Vec<Engine> {
+        let wanted = std::env::var("SSE_COUNTER_BROWSERS").unwrap_or_default();
+        let all = [Engine::Chromium, Engine::Firefox];
+        if wanted.trim().is_empty() {
+            return all.to_vec();
+        }
+        let engines: Vec<Engine> = all
+            .into_iter()
+            .filter(|e| wanted.split(',').any(|w| w.trim() == e.name()))
+            .collect();
+        assert!(
+            !engines.is_empty(),
+            "SSE_COUNTER_BROWSERS={wanted:?} names no engine (chromium, firefox)"
+        );
+        engines
+    }
+
+    /// The driver program, its flag for a free port, and the start-up line's words that
+    /// come just before the port.
+    fn driver(self) -> (String, &'static str, &'static str) {
+        match self {
+            Engine::Chromium => (
+                std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()),
+                "--port=0",
+                "started successfully on port ",
+            ),
+            Engine::Firefox => (
+                std::env::var("GECKODRIVER").unwrap_or_else(|_| "geckodriver".into()),
+                "--port=0",
+                "Listening on 127.0.0.1:",
+            ),
+        }
+    }
+}
+
+/// A WebDriver server (chromedriver or geckodriver) on a free port, stopped with SIGTERM
+/// (then SIGKILL) when dropped so that it can close the browsers it started.
 struct Driver {
     child: Child,
     /// `http://127.0.0.1:PORT`, where it takes WebDriver commands.
@@ -81,29 +135,33 @@ struct Driver {
 impl Driver {
     /// With `--port=0` chromedriver binds 127.0.0.1 on a free port and then [::1] on the
     /// same one, which now and then is taken on a busy machine: it then exits, and
-    /// another try picks another port.
-    async fn start() -> Driver {
-        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    /// another try picks another port. geckodriver binds 127.0.0.1 only.
+    async fn start(engine: Engine) -> Driver {
+        let (program, port_flag, marker) = engine.driver();
         for _ in 0..5 {
-            let mut child = Command::new(&chromedriver)
-                .arg("--port=0")
+            let mut child = Command::new(&program)
+                .arg(port_flag)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap_or_else(|e| {
-                    panic!("cannot start chromedriver ({e}); `cargo xtask test` installs it")
+                    panic!("cannot start {program} ({e}); `cargo xtask test` installs it")
                 });
             let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-            let started = within_for(START_LIMIT, "chromedriver to say it started", async {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if line.contains("started successfully on port") {
-                        return Some(line);
+            let started = within_for(
+                START_LIMIT,
+                "the WebDriver server to say it started",
+                async {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line.contains(marker) {
+                            return Some(line);
+                        }
                     }
-                }
-                None
-            })
+                    None
+                },
+            )
             .await;
             let Some(line) = started else {
                 // It exited without starting: try again on another port.
@@ -111,17 +169,16 @@ impl Driver {
             };
             // Keep its stdout empty, so that it never blocks on a full pipe.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            let port = line
-                .trim_end_matches('.')
-                .rsplit(' ')
-                .next()
-                .expect("a port at the end of chromedriver's line");
+            let port: String = line
+                .split_once(marker)
+                .map(|(_, rest)| rest.chars().take_while(char::is_ascii_digit).collect())
+                .expect("a port after the driver's start-up words");
             return Driver {
                 child,
                 url: format!("http://127.0.0.1:{port}"),
             };
         }
-        panic!("chromedriver exited five times without starting")
+        panic!("{program} exited five times without starting")
     }
 }
 
@@ -348,6 +405,7 @@ impl Drop for Cluster {
 pub struct Tab(WindowHandle);
 
 pub struct Harness {
+    pub engine: Engine,
     pub scheme: Scheme,
     /// `scheme://HOST:PORT` the browser opens: the server's, the proxy's or nginx's.
     pub base: String,
@@ -366,13 +424,15 @@ pub struct Harness {
     pub client: fantoccini::Client,
     http: reqwest::Client,
     driver: Driver,
-    /// Chromium's profile; declared last, so that it is removed after the browser and
+    /// How the scenario was set up, for a second browser.
+    setup: Setup,
+    /// The browser's profile; declared last, so that it is removed after the browser and
     /// its driver have stopped.
-    _profile: TempDir,
+    profile: TempDir,
 }
 
 impl Harness {
-    async fn start(setup: Setup) -> Harness {
+    async fn start(engine: Engine, setup: Setup) -> Harness {
         let launch = setup.launch();
         let (server, prom, proxy, cluster, base) = match setup.instances {
             Some(n) => {
@@ -397,45 +457,13 @@ impl Harness {
                 (Some(server), Some(prom), proxy, None, base)
             }
         };
-        let driver = Driver::start().await;
-        let profile = TempDir::new("chromium");
-        let mut args = vec![
-            "--headless".to_owned(),
-            "--no-sandbox".into(),
-            "--disable-gpu".into(),
-            "--no-first-run".into(),
-            "--disable-background-networking".into(),
-            "--disable-component-update".into(),
-            "--disable-sync".into(),
-            "--window-size=1200,900".into(),
-            format!("--user-data-dir={}", profile.path().display()),
-        ];
-        if setup.scheme == Scheme::Https {
-            // The certificate is the server's own, made at start: no authority signed it.
-            args.push("--ignore-certificate-errors".into());
-        }
-        if let Ok(extra) = std::env::var("SSE_COUNTER_CHROMIUM_ARGS") {
-            args.extend(extra.split_whitespace().map(str::to_owned));
-        }
-        let mut chrome = json!({ "args": args });
-        if let Ok(bin) = std::env::var("CHROME_BIN") {
-            chrome["binary"] = json!(bin);
-        }
-        let caps = json!({
-            "goog:chromeOptions": chrome,
-            "goog:loggingPrefs": { "browser": "ALL" },
-        });
-        let caps = caps.as_object().unwrap().clone();
-        let client = within_for(
-            Duration::from_secs(60),
-            "starting a Chromium session",
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps)
-                .connect(&driver.url),
-        )
-        .await
-        .expect("chromedriver could not start Chromium");
+        let Browser {
+            client,
+            driver,
+            profile,
+        } = Browser::start(engine, &setup).await;
         Harness {
+            engine,
             scheme: setup.scheme,
             base,
             launch,
@@ -443,41 +471,158 @@ impl Harness {
             prom,
             proxy,
             cluster,
-            screenshots: screenshot_dir().filter(|_| setup.screenshots),
+            // The README's pictures are Chromium's.
+            screenshots: screenshot_dir()
+                .filter(|_| setup.screenshots && engine == Engine::Chromium),
             client,
             http: crate::support::client(),
             driver,
-            _profile: profile,
+            profile,
+            setup,
+        }
+    }
+}
+
+/// A browser: its WebDriver session, its driver and its profile (its own cookies).
+/// [`Harness::second_browser`] makes another one, for a second person.
+pub struct Browser {
+    client: fantoccini::Client,
+    driver: Driver,
+    profile: TempDir,
+}
+
+impl Browser {
+    async fn start(engine: Engine, setup: &Setup) -> Browser {
+        let driver = Driver::start(engine).await;
+        let profile = TempDir::new(engine.name());
+        let caps = match engine {
+            Engine::Chromium => chromium_capabilities(setup, &profile),
+            Engine::Firefox => firefox_capabilities(setup),
+        };
+        let client = within_for(
+            Duration::from_secs(60),
+            &format!("starting a {} session", engine.name()),
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps)
+                .connect(&driver.url),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the driver could not start {}: {e}", engine.name()));
+        Browser {
+            client,
+            driver,
+            profile,
         }
     }
 
-    /// Runs one scenario with a fresh server and browser; the browser is closed and its
-    /// console checked whatever the scenario did. Should it fail, the server's log is
-    /// printed as the server is dropped.
+    /// Ends the session (its driver and profile go when this is dropped).
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.close()).await;
+    }
+}
+
+/// A fresh headless Chromium: its own profile, nothing fetched in the background.
+fn chromium_capabilities(setup: &Setup, profile: &TempDir) -> serde_json::Map<String, Value> {
+    let mut args = vec![
+        "--headless".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--window-size=1200,900".into(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    if setup.scheme == Scheme::Https {
+        // The certificate is the server's own, made at start: no authority signed it.
+        args.push("--ignore-certificate-errors".into());
+    }
+    if let Ok(extra) = std::env::var("SSE_COUNTER_CHROMIUM_ARGS") {
+        args.extend(extra.split_whitespace().map(str::to_owned));
+    }
+    let mut chrome = json!({ "args": args });
+    if let Ok(bin) = std::env::var("CHROME_BIN") {
+        chrome["binary"] = json!(bin);
+    }
+    let caps = json!({
+        "goog:chromeOptions": chrome,
+        "goog:loggingPrefs": { "browser": "ALL" },
+    });
+    caps.as_object().expect("an object").clone()
+}
+
+/// A headless Firefox in a fresh profile (geckodriver makes a temporary one for each
+/// session), accepting the server's self-signed certificate.
+fn firefox_capabilities(setup: &Setup) -> serde_json::Map<String, Value> {
+    let mut firefox = json!({
+        "args": ["-headless", "-width=1200", "-height=900"],
+    });
+    let bin = std::env::var("FIREFOX_BIN").ok().or_else(|| {
+        // Debian's package is `firefox-esr`; geckodriver looks for `firefox`.
+        ["/usr/bin/firefox-esr", "/usr/bin/firefox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .map(str::to_owned)
+    });
+    if let Some(bin) = bin {
+        firefox["binary"] = json!(bin);
+    }
+    let caps = json!({
+        "browserName": "firefox",
+        "acceptInsecureCerts": setup.scheme == Scheme::Https,
+        "moz:firefoxOptions": firefox,
+    });
+    caps.as_object().expect("an object").clone()
+}
+
+impl Harness {
+    /// Runs one scenario in each engine ([`Engine::all`]), one after the other, each with
+    /// a fresh server and browser; the browser is closed and (in Chromium) its console
+    /// checked whatever the scenario did. Should it fail, the server's log is printed as
+    /// the server is dropped, and the engine is named.
     pub async fn scenario<F>(setup: Setup, body: F)
     where
-        F: for<'a> AsyncFnOnce(&'a mut Harness),
+        F: for<'a> AsyncFn(&'a mut Harness),
+    {
+        for engine in Engine::all() {
+            Harness::scenario_in(engine, setup.clone(), &body).await;
+        }
+    }
+
+    /// Runs one scenario in one engine.
+    pub async fn scenario_in<F>(engine: Engine, setup: Setup, body: &F)
+    where
+        F: for<'a> AsyncFn(&'a mut Harness),
     {
         let _permit = BROWSERS.acquire().await.expect("semaphore never closes");
-        let mut h = Harness::start(setup).await;
+        let mut h = Harness::start(engine, setup).await;
         let outcome = std::panic::AssertUnwindSafe(body(&mut h))
             .catch_unwind()
             .await;
         let console = h.console_errors().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), h.client.clone().close()).await;
         if let Err(panic) = outcome {
+            eprintln!("--- the scenario failed in {} ---", engine.name());
             std::panic::resume_unwind(panic);
         }
         // Checked in every scenario: the page throws nothing.
         assert!(
             console.is_empty(),
-            "uncaught errors in the page's console: {console:#?}"
+            "uncaught errors in the page's console ({}): {console:#?}",
+            engine.name()
         );
     }
 
     /// SEVERE console entries that are not the network's own reports (a dropped stream
     /// is logged by Chromium as a network error, which is the point of some scenarios).
+    /// geckodriver has no log endpoint (it is not in the W3C protocol): for Firefox, what
+    /// each open tab recorded since it was loaded (errors while a page starts, before
+    /// [`Harness::load`] can listen, are not seen).
     async fn console_errors(&self) -> Vec<Value> {
+        if self.engine == Engine::Firefox {
+            return within_for(WAIT, "reading the pages' errors", self.page_errors()).await;
+        }
         let Ok(Some(session)) = self.client.session_id().await else {
             return vec![json!("no session")];
         };
@@ -497,6 +642,41 @@ impl Harness {
             .into_iter()
             .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
             .collect()
+    }
+
+    /// What every open tab recorded in `window.__errors`.
+    async fn page_errors(&self) -> Vec<Value> {
+        let mut errors = Vec::new();
+        let Ok(windows) = self.client.windows().await else {
+            return vec![json!("no windows")];
+        };
+        for window in windows {
+            if self.client.switch_to_window(window).await.is_err() {
+                continue;
+            }
+            let seen = self
+                .client
+                .execute("return window.__errors || [];", vec![])
+                .await;
+            if let Ok(Value::Array(seen)) = seen {
+                errors.extend(seen);
+            }
+        }
+        errors
+    }
+
+    /// Another browser of the same engine, with its own profile (no cookie, lock or
+    /// `BroadcastChannel` shared with this one): a second person. Commands go to it
+    /// after [`Harness::swap_browser`].
+    pub async fn second_browser(&self) -> Browser {
+        Browser::start(self.engine, &self.setup).await
+    }
+
+    /// Makes `other` the browser the commands go to, and this one `other`.
+    pub fn swap_browser(&mut self, other: &mut Browser) {
+        std::mem::swap(&mut self.client, &mut other.client);
+        std::mem::swap(&mut self.driver, &mut other.driver);
+        std::mem::swap(&mut self.profile, &mut other.profile);
     }
 
     /// Redis, the instances and nginx.
@@ -528,6 +708,11 @@ impl Harness {
         tab
     }
 
+    /// Closes the current tab; make another current before the next command.
+    pub async fn close_tab(&self) {
+        drive("closing the tab", self.client.close_window()).await;
+    }
+
     /// Makes `tab` current.
     pub async fn switch_to(&self, tab: &Tab) {
         drive(
@@ -553,6 +738,60 @@ impl Harness {
             }
         })
         .await;
+        self.record_page_errors().await;
+    }
+
+    /// From now on, records the page's uncaught errors and unhandled rejections (a
+    /// panic in the page's Rust is one) in `window.__errors`, for the engine whose
+    /// console the harness cannot read (see [`Harness::console_errors`]).
+    async fn record_page_errors(&self) {
+        if self.engine != Engine::Firefox {
+            return;
+        }
+        let js = r#"
+            if (!window.__errors) {
+                const errors = (window.__errors = []);
+                window.addEventListener("error", (e) => errors.push(String(e.message)));
+                window.addEventListener("unhandledrejection", (e) =>
+                    errors.push(`unhandled rejection: ${e.reason}`));
+            }
+        "#;
+        drive(
+            "recording the page's errors",
+            self.client.execute(js, vec![]),
+        )
+        .await;
+    }
+
+    /// Loads `path_and_query` in the current tab if the browser loads it, and its module
+    /// starts, within `limit`; whether it did. Past the limit WebDriver stops waiting for
+    /// the navigation (its page-load timeout), for a page that the browser cannot load.
+    pub async fn load_within(&self, path_and_query: &str, limit: Duration) -> bool {
+        let timeouts = |page_load| TimeoutConfiguration::new(None, Some(page_load), None);
+        drive(
+            "setting the page-load timeout",
+            self.client.update_timeouts(timeouts(limit)),
+        )
+        .await;
+        let url = format!("{}{path_and_query}", self.base);
+        let loaded = within_for(
+            limit + WAIT,
+            &format!("loading {url}"),
+            self.client.goto(&url),
+        )
+        .await
+        .is_ok();
+        drive(
+            "restoring the page-load timeout",
+            self.client
+                .update_timeouts(timeouts(Duration::from_secs(60))),
+        )
+        .await;
+        let started = loaded && !self.text("state-detail").await.is_empty();
+        if started {
+            self.record_page_errors().await;
+        }
+        started
     }
 
     /// Loads the page with nothing connected, and records the counter's values.
@@ -759,6 +998,28 @@ impl Harness {
         assert_eq!(reply.status, 200, "POST increment: {}", reply.text());
         let inc: shared::Incremented = serde_json::from_str(&reply.text()).expect("increment JSON");
         inc.value
+    }
+
+    /// `POST /api/publish` as a backend would, with `token` as a bearer; the event's id.
+    pub async fn publish(&self, token: &str, channel: &str, data: Value) -> String {
+        assert_eq!(
+            self.scheme,
+            Scheme::Http,
+            "the test's client speaks no TLS: publish from the page"
+        );
+        let url = format!("{}{}", self.server().base, shared::paths::PUBLISH);
+        let body = json!({"channel": channel, "type": "message", "data": data});
+        let req = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let reply = send_within(WAIT, req, "POST publish").await;
+        assert_eq!(reply.status, 200, "POST publish: {}", reply.text());
+        let published: shared::channels::Published =
+            serde_json::from_str(&reply.text()).expect("publish JSON");
+        published.id
     }
 
     /// SIGTERM, and waits for the server to exit by itself (with 0); it is returned for

@@ -152,10 +152,11 @@ async fn a_tab_cut_off_reconnects_and_catches_up_with_no_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tab_refused_for_capacity_opens_by_itself_once_a_stream_is_free() {
     Harness::scenario(Setup::http().args(["--max-streams", "1"]), async |h| {
+        // Each tab with a stream of its own: tabs that share would hold one.
         let a = h.tab().await;
-        join(h, "/").await;
+        join(h, "/?share=0").await;
         h.new_tab().await;
-        h.load("/").await;
+        h.load("/?share=0").await;
         h.observe("shared-state").await;
         h.click("shared-join").await;
         h.wait_text("shared-state", "reconnecting").await;

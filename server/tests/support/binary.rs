@@ -269,6 +269,17 @@ impl Binary {
         .await
     }
 
+    /// How many sockets the process has open (its listeners included), from
+    /// `/proc/PID/fd`: a connection counts until the server has closed it.
+    pub fn open_sockets(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    }
+
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         self.proc_status_kib("VmRSS:")

@@ -8,6 +8,7 @@
 use super::binary::{launch, Binary, START_LIMIT};
 use super::raw::RawConn;
 use super::{poll_until, within, within_for, TempDir, TIMEOUT};
+use bench::deploy;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use shared::{Reset, SharedValue};
@@ -20,11 +21,8 @@ use tokio::process::{Child, Command};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// The deployment files the tests start Redis and nginx from.
-pub const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
-
-/// The keys the server keeps the counter in (see `server::store::redis`).
-pub const VALUE_KEY: &str = "{sse-counter}:shared:value";
+/// The key the server keeps the counter in, for looking at it in Redis.
+pub use server::store::redis::keys::VALUE as VALUE_KEY;
 
 /// Attempts at a free port: one the OS just gave can be taken by someone else before
 /// the program binds it.
@@ -32,26 +30,15 @@ const PORT_ATTEMPTS: usize = 5;
 
 /// A loopback port that nothing listens on at this moment.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    deploy::free_port().expect("a free loopback port")
 }
 
-/// Where `program` is: on PATH, or in the sbin directories a user's PATH often lacks
-/// (Debian installs nginx in /usr/sbin). The message names the Debian package if it is
-/// nowhere.
+/// Where `program` is ([`deploy::find_program`]); the message names the Debian package
+/// if it is nowhere.
 fn require(program: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{program} is not installed: `apt-get install {package}` (cargo xtask test installs it)"
-            )
-        })
+    deploy::find_program(program).unwrap_or_else(|| {
+        panic!("{program} is not installed: `apt-get install {package}` (cargo xtask test installs it)")
+    })
 }
 
 /// Sends `signal` to `pid` with `kill`; false if there is no such process any more.
@@ -114,19 +101,17 @@ impl Redis {
     /// Starts `redis-server` on `self.port` and waits until it answers `PING`;
     /// `Err(log)` if it exited instead.
     async fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new(&self.program)
-            .arg(Path::new(DEPLOY).join("redis.conf"))
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(self.log_path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
+        let child = Command::from(deploy::redis_command(
+            &self.program,
+            self.port,
+            self.dir.path(),
+            &self.log_path(),
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start redis-server");
         self.child = Some(child);
         let url = self.url();
         let log = self.log_path();
@@ -256,17 +241,19 @@ impl Nginx {
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let conf = render_nginx(addr, instances, page_dir, dir.path());
-            std::fs::write(dir.path().join("nginx.conf"), conf).expect("write nginx.conf");
-            let mut child = Command::new(&program)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .arg("-c")
-                .arg(dir.path().join("nginx.conf"))
-                .args(["-g", "daemon off;"])
-                .stdin(std::process::Stdio::null())
+            let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let nginx = deploy::Nginx {
+                listen: addr,
+                instances,
+                cert: &cert_file,
+                key: &key_file,
+                static_dir: page_dir,
+                run_dir: dir.path(),
+            };
+            let conf = dir.path().join("nginx.conf");
+            let text = nginx.render().unwrap_or_else(|e| panic!("{e:#}"));
+            std::fs::write(&conf, text).expect("write nginx.conf");
+            let mut child = Command::from(nginx.command(&program, &conf))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -403,41 +390,19 @@ impl Drop for Nginx {
     }
 }
 
-/// `deploy/nginx.conf` with its `${NAME}` placeholders filled in: `page_dir` is the
-/// page it serves, `dir` its own directory.
-pub fn render_nginx(
-    listen: SocketAddr,
-    instances: &[SocketAddr],
-    page_dir: &Path,
-    dir: &Path,
-) -> String {
-    let template = std::fs::read_to_string(Path::new(DEPLOY).join("nginx.conf"))
-        .expect("read deploy/nginx.conf");
-    let servers: Vec<String> = instances
-        .iter()
-        .map(|a| format!("server {a} max_fails=1 fail_timeout=2s;"))
-        .collect();
-    let dir = dir.display().to_string();
-    let conf = template
-        .replace("${LISTEN}", &listen.to_string())
-        .replace("${INSTANCES}", &servers.join("\n        "))
-        .replace("${CERT}", &format!("{dir}/cert.pem"))
-        .replace("${KEY}", &format!("{dir}/key.pem"))
-        .replace("${STATIC_DIR}", &page_dir.display().to_string())
-        .replace("${RUN_DIR}", &dir);
-    let unfilled = conf.lines().find(|l| l.contains("${"));
-    assert!(
-        unfilled.is_none(),
-        "a placeholder of deploy/nginx.conf is not filled in: {unfilled:?}"
-    );
-    conf
-}
-
 /// An event of the shared stream, as a page sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SharedEvent {
     Value(SharedValue),
     Reset(Reset),
+}
+
+/// One event of a stream read through nginx: its name, id (the last one seen) and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub name: String,
+    pub id: Option<String>,
+    pub data: String,
 }
 
 /// A subscriber of the shared counter through nginx that reconnects the way a
@@ -447,19 +412,32 @@ pub enum SharedEvent {
 pub struct Resuming {
     nginx: SocketAddr,
     cert: String,
+    /// The stream's path and query.
+    path: String,
     conn: Option<RawConn<TlsStream<TcpStream>>>,
     /// The last id received: what a reconnect sends.
-    pub last_id: Option<u64>,
+    pub last_id: Option<String>,
     retry: Duration,
     /// Connections after the first.
     pub reconnects: u32,
 }
 
 impl Resuming {
+    /// A subscriber of `/api/shared`.
     pub fn new(nginx: &Nginx, last_id: Option<u64>) -> Resuming {
+        Resuming::on(
+            nginx,
+            shared::paths::SHARED,
+            last_id.map(|id| id.to_string()),
+        )
+    }
+
+    /// A subscriber of the stream at `path` (and query).
+    pub fn on(nginx: &Nginx, path: &str, last_id: Option<String>) -> Resuming {
         Resuming {
             nginx: nginx.addr,
             cert: nginx.cert.clone(),
+            path: path.to_owned(),
             conn: None,
             last_id,
             retry: Duration::from_millis(200),
@@ -479,12 +457,11 @@ impl Resuming {
             .await;
             let host = format!("localhost:{}", self.nginx.port());
             let mut conn = RawConn::over(tls, host, BUSY_LIMIT);
-            let id = self.last_id.map(|id| id.to_string());
             let mut headers: Vec<(&str, &[u8])> = vec![("Accept", b"text/event-stream")];
-            if let Some(id) = &id {
+            if let Some(id) = &self.last_id {
                 headers.push(("Last-Event-ID", id.as_bytes()));
             }
-            conn.get(shared::paths::SHARED, &headers).await;
+            conn.get(&self.path, &headers).await;
             let head = conn.head().await;
             if head.status == 200 {
                 self.conn = Some(conn);
@@ -495,10 +472,44 @@ impl Resuming {
         }
     }
 
-    /// The next value or reset, reconnecting as often as it takes, within
-    /// [`BUSY_LIMIT`] in all (heartbeats and reconnects could go on for ever).
+    /// The next value or reset of `/api/shared`, reconnecting as often as it takes,
+    /// within [`BUSY_LIMIT`] in all (heartbeats and reconnects could go on for ever).
     pub async fn next(&mut self) -> SharedEvent {
+        within_busy("the next value through nginx", async {
+            loop {
+                let event = self.event().await;
+                let data = &event.data;
+                match event.name.as_str() {
+                    "message" => {
+                        return SharedEvent::Value(serde_json::from_str(data).expect("a value"))
+                    }
+                    "reset" => {
+                        return SharedEvent::Reset(serde_json::from_str(data).expect("a reset"))
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next event with data other than a heartbeat, reconnecting as
+    /// [`Resuming::next`] does, within [`BUSY_LIMIT`] in all.
+    pub async fn next_raw(&mut self) -> RawEvent {
         within_busy("the next event through nginx", async {
+            loop {
+                let event = self.event().await;
+                if event.name != shared::events::HEARTBEAT {
+                    return event;
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next event with data, reconnecting as often as it takes.
+    async fn event(&mut self) -> RawEvent {
+        {
             loop {
                 self.connect().await;
                 let conn = self.conn.as_mut().expect("connected");
@@ -516,18 +527,17 @@ impl Resuming {
                     }
                 }
             }
-        })
-        .await
+        }
     }
 
     /// The frame's event, noting its `retry` and `id` as a browser does.
-    fn parse(&mut self, frame: &str) -> Option<SharedEvent> {
+    fn parse(&mut self, frame: &str) -> Option<RawEvent> {
         let (mut name, mut data, mut id) = ("message", None, None);
         for line in frame.lines() {
             if let Some(ms) = line.strip_prefix("retry: ") {
                 self.retry = Duration::from_millis(ms.parse().expect("retry ms"));
             } else if let Some(v) = line.strip_prefix("id: ") {
-                id = Some(v.parse::<u64>().expect("a numeric id"));
+                id = Some(v.to_owned());
             } else if let Some(v) = line.strip_prefix("event: ") {
                 name = v;
             } else if let Some(v) = line.strip_prefix("data: ") {
@@ -537,13 +547,11 @@ impl Resuming {
         if id.is_some() {
             self.last_id = id;
         }
-        let data = data?;
-        let event = match name {
-            "message" => SharedEvent::Value(serde_json::from_str(data).expect("a value")),
-            "reset" => SharedEvent::Reset(serde_json::from_str(data).expect("a reset")),
-            _ => return None,
-        };
-        Some(event)
+        Some(RawEvent {
+            name: name.to_owned(),
+            id: self.last_id.clone(),
+            data: data?.to_owned(),
+        })
     }
 }
 
@@ -561,4 +569,28 @@ pub const BUSY_LIMIT: Duration = Duration::from_secs(30);
 /// [`within_for`] with [`BUSY_LIMIT`].
 pub async fn within_busy<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     within_for(BUSY_LIMIT, what, fut).await
+}
+
+/// A file holding an HS256 secret, for `--jwt-secret-file`; removed on drop.
+pub struct SecretFile {
+    _dir: TempDir,
+    /// Its path, as the flag takes it.
+    pub file: String,
+}
+
+impl SecretFile {
+    pub fn new(secret: &[u8]) -> SecretFile {
+        let dir = TempDir::new("secret");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, secret).expect("write the secret");
+        SecretFile {
+            file: path.to_str().expect("a UTF-8 temp path").to_owned(),
+            _dir: dir,
+        }
+    }
+}
+
+/// A token signed with `secret` that may publish on every channel, for ten minutes.
+pub fn publisher_token(secret: &[u8]) -> String {
+    super::tokens::sign(secret, &super::tokens::claims("backend", 600, &["*"], &[]))
 }

@@ -31,6 +31,7 @@ pub mod raw;
 pub mod report;
 pub mod sse;
 pub mod tls;
+pub mod tokens;
 
 // The names most tests use, at the top; as with dead code, each binary uses some.
 #[allow(unused_imports)]

@@ -137,6 +137,74 @@ impl RawConn<TcpStream> {
     }
 }
 
+impl RawConn<TcpStream> {
+    /// What the kernel holds of this connection, in payload bytes: received by this
+    /// client and not read, and sent by the server and not yet acknowledged (queued in
+    /// its socket). From `/proc/net/tcp`: a socket-level fact, not a guess from time.
+    pub fn queued(&self) -> Queued {
+        let ours = self.stream.local_addr().expect("the client's address");
+        let theirs = self.stream.peer_addr().expect("the server's address");
+        let unread = tcp_queues(ours, theirs)
+            .unwrap_or_else(|| panic!("no socket {ours} -> {theirs} in /proc/net/tcp"))
+            .1;
+        let unacked = tcp_queues(theirs, ours)
+            .unwrap_or_else(|| panic!("no socket {theirs} -> {ours} in /proc/net/tcp"))
+            .0;
+        Queued { unread, unacked }
+    }
+}
+
+/// Payload bytes the kernel holds for one connection: see [`RawConn::queued`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    /// In the client's receive queue.
+    pub unread: u64,
+    /// In the server's send queue.
+    pub unacked: u64,
+}
+
+impl Queued {
+    pub fn total(self) -> u64 {
+        self.unread + self.unacked
+    }
+}
+
+/// `(tx_queue, rx_queue)` of the TCP socket from `local` to `remote`, from
+/// `/proc/net/tcp` (or `tcp6`), or `None` if there is none.
+fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
+    let table = if local.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("{table}: {e}"));
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 || !proc_addr_is(f[1], local) || !proc_addr_is(f[2], remote) {
+            return None;
+        }
+        let (tx, rx) = f[4].split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
+}
+
+/// Whether `field` (`0100007F:0BB8`: the address as the kernel stores it, in hex, and
+/// the port) is `addr`. IPv4 only; an IPv6 address never matches.
+fn proc_addr_is(field: &str, addr: SocketAddr) -> bool {
+    let Some((ip, port)) = field.split_once(':') else {
+        return false;
+    };
+    let std::net::IpAddr::V4(v4) = addr.ip() else {
+        return false;
+    };
+    // The kernel prints the address's 32 bits as a native-endian number.
+    let ip_ok = u32::from_str_radix(ip, 16).is_ok_and(|n| n.to_ne_bytes() == v4.octets());
+    ip_ok && u16::from_str_radix(port, 16) == Ok(addr.port())
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> RawConn<S> {
     /// A client over `stream`, already connected to `host`.
     pub fn over(stream: S, host: String, limit: Duration) -> RawConn<S> {

@@ -5,22 +5,29 @@
 //!
 //! By concern: [`form`] reads the settings, [`refusal`] works out why a stream was
 //! refused, [`log`] keeps the event log, [`shared_counter`] runs the shared counter
-//! panel and [`reconnect`] times its reconnections; this module runs the per-client
+//! panel and [`reconnect`] times its reconnections, [`tab_share`] lets the tabs of one
+//! browser share one stream for the panel, [`chat`] runs the "Channels" panel (whose
+//! stream the tabs share too, as a second group); this module runs the per-client
 //! counter's connection and joins them.
 
+pub mod chat;
 pub mod form;
 pub mod log;
 pub mod reconnect;
 pub mod refusal;
 pub mod shared_counter;
+pub mod tab_share;
 
 pub use form::Form;
 pub use log::{Log, LogKind, Stream, LOG_LIMIT};
 pub use refusal::Answer;
 
+use chat::Chat;
 use refusal::{Inquiry, Refusal};
 use shared::{CounterParams, End, EndReason, Tick};
 use shared_counter::SharedCounter;
+use std::collections::VecDeque;
+use tab_share::TabShare;
 
 /// The connection's state, as shown in the `state` badge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +91,13 @@ pub enum Msg {
     Why { serial: u64, answer: Option<Answer> },
     /// An input for the shared counter panel.
     Shared(shared_counter::Msg),
+    /// What the tab-sharing glue reports: another tab, the lock, the leader's stream.
+    Tabs(tab_share::Msg),
+    /// An input for the "Channels" panel (its own stream's events included, when it
+    /// holds one).
+    Chat(chat::Msg),
+    /// What the chat's tab-sharing glue reports.
+    ChatTabs(tab_share::Msg),
 }
 
 /// What the glue must do after an update.
@@ -98,6 +112,42 @@ pub enum Effect {
     AskWhy { url: String, serial: u64 },
     /// Something to do for the shared counter panel.
     Shared(shared_counter::Effect),
+    /// Something to do to share the panel's stream with the other tabs.
+    Tabs(TabsEffect),
+    /// A request or timer of the "Channels" panel.
+    Chat(chat::Effect),
+    /// The chat's stream: shared with the other tabs (every variant), or its own
+    /// (`OpenSource`, `CloseSource`).
+    ChatTabs(TabsEffect),
+}
+
+/// What the glue does for [`tab_share`]; the panel's own stream effects are replaced by
+/// these while the tabs share one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TabsEffect {
+    /// Post to the other tabs.
+    Post(tab_share::Wire),
+    RequestLock,
+    ReleaseLock,
+    /// Open the leader's stream on this URL (replacing any); its events come back as
+    /// [`tab_share::Msg::SourceEvent`] and the like.
+    OpenSource(String),
+    CloseSource,
+}
+
+/// A tab-sharing effect as the glue does it, or what the group's panel must hear.
+fn glue_effect(effect: tab_share::Effect) -> Result<TabsEffect, tab_share::Delivery> {
+    use tab_share::Effect as E;
+    Ok(match effect {
+        E::Deliver(delivery) => return Err(delivery),
+        E::Post(wire) => TabsEffect::Post(wire),
+        E::RequestLock => TabsEffect::RequestLock,
+        E::ReleaseLock => TabsEffect::ReleaseLock,
+        E::Open { channels, last_id } => {
+            TabsEffect::OpenSource(tab_share::stream_url(&channels, last_id.as_deref()))
+        }
+        E::Close => TabsEffect::CloseSource,
+    })
 }
 
 /// The page's whole state.
@@ -124,6 +174,18 @@ pub struct State {
     inquiry: Inquiry,
     /// The shared counter panel, which has a life of its own: Connect leaves it alone.
     pub shared: SharedCounter,
+    /// How the panel's stream is shared with the other tabs; `None` when this tab holds
+    /// its own (`?share=0`, or a browser without Web Locks or `BroadcastChannel`).
+    pub tabs: Option<TabShare>,
+    /// The "Channels" panel.
+    pub chat: Chat,
+    /// How the chat's stream is shared with the other tabs (a group of its own: its
+    /// lock, its `BroadcastChannel`); `None` when this tab holds its own.
+    pub chat_tabs: Option<TabShare>,
+    /// The channels of the chat's own stream, while it holds one (no sharing).
+    chat_own: Option<tab_share::Channels>,
+    /// The last id the chat's own stream delivered, which its next one resumes after.
+    chat_last_id: Option<String>,
     pub log: Log,
 }
 
@@ -142,6 +204,11 @@ impl Default for State {
             params: None,
             inquiry: Inquiry::default(),
             shared: SharedCounter::default(),
+            tabs: None,
+            chat: Chat::default(),
+            chat_tabs: None,
+            chat_own: None,
+            chat_last_id: None,
             log: Log::default(),
         }
     }
@@ -156,8 +223,177 @@ impl State {
         }
     }
 
+    /// This page, its panel's stream shared with the other tabs as `tab`.
+    pub fn sharing(self, tab: impl Into<String>) -> State {
+        let tab = tab.into();
+        State {
+            tabs: Some(TabShare::new(tab.clone())),
+            chat_tabs: Some(TabShare::new(tab)),
+            ..self
+        }
+    }
+
+    /// What the `shared-role` badge says: nothing while the panel is not joined; `own`
+    /// when the tab holds its own stream, else `leader` or `follower`.
+    pub fn shared_role(&self) -> Option<&'static str> {
+        if !self.shared.conn.is_joined() {
+            return None;
+        }
+        Some(self.tabs.as_ref().map_or("own", |t| t.role().as_str()))
+    }
+
+    /// An input for the panel. While the tabs share a stream, its own stream effects go
+    /// to [`tab_share`] instead (a new stream is the leader's to open), and what it needs
+    /// follows from whether it is joined.
+    fn shared_update(&mut self, msg: shared_counter::Msg, now_ms: u64) -> Vec<Effect> {
+        let effects = self.shared.update(msg, now_ms, &mut self.log);
+        if self.tabs.is_none() {
+            return effects.into_iter().map(Effect::Shared).collect();
+        }
+        let mut out = Vec::new();
+        let mut to_tabs = VecDeque::new();
+        for effect in effects {
+            match effect {
+                shared_counter::Effect::OpenSource(_) => to_tabs.push_back(tab_share::Msg::Reopen),
+                // The stream closes when no tab needs it, or when the leader reopens it.
+                shared_counter::Effect::CloseSource => {}
+                // Only the leader's stream can be asked about; a follower hears the
+                // leader's policy at work.
+                shared_counter::Effect::AskWhy { .. }
+                    if self.tabs.as_ref().map(TabShare::role)
+                        == Some(tab_share::Role::Follower) => {}
+                effect => out.push(Effect::Shared(effect)),
+            }
+        }
+        let needs = if self.shared.conn.is_joined() {
+            [tab_share::SHARED_COUNTER.to_owned()].into()
+        } else {
+            tab_share::Channels::new()
+        };
+        to_tabs.push_back(tab_share::Msg::Need(needs));
+        for msg in to_tabs {
+            out.extend(self.tabs_update(msg, now_ms));
+        }
+        out
+    }
+
+    fn tabs_update(&mut self, msg: tab_share::Msg, now_ms: u64) -> Vec<Effect> {
+        use tab_share::Delivery;
+        let Some(tabs) = self.tabs.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for effect in tabs.update(msg) {
+            let panel = match glue_effect(effect) {
+                Ok(effect) => {
+                    out.push(Effect::Tabs(effect));
+                    continue;
+                }
+                Err(Delivery::Opened) => shared_counter::Msg::Opened,
+                Err(Delivery::Error { closed }) => shared_counter::Msg::Error { closed },
+                Err(Delivery::Event { name, id, data }) => {
+                    shared_counter::Msg::from_event(&name, id, data)
+                }
+            };
+            out.extend(self.shared_update(panel, now_ms));
+        }
+        out
+    }
+
+    /// An input for the chat. Its stream effects go to [`tab_share`] while the tabs share
+    /// its stream, or become this tab's own stream.
+    fn chat_update(&mut self, msg: chat::Msg) -> Vec<Effect> {
+        if self.chat_tabs.is_none() {
+            if let chat::Msg::Event { id, .. } = &msg {
+                if !id.is_empty() {
+                    self.chat_last_id = Some(id.clone());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for effect in self.chat.update(msg) {
+            match effect {
+                chat::Effect::Need(channels) => out.extend(self.chat_need(channels)),
+                chat::Effect::Reopen => out.extend(self.chat_reopen()),
+                effect => out.push(Effect::Chat(effect)),
+            }
+        }
+        out
+    }
+
+    /// The chat needs a stream of `channels` now.
+    fn chat_need(&mut self, channels: tab_share::Channels) -> Vec<Effect> {
+        if self.chat_tabs.is_some() {
+            return self.chat_tabs_update(tab_share::Msg::Need(channels));
+        }
+        if channels.is_empty() {
+            self.chat_last_id = None;
+            return match self.chat_own.take() {
+                Some(_) => vec![Effect::ChatTabs(TabsEffect::CloseSource)],
+                None => Vec::new(),
+            };
+        }
+        if self.chat_own.as_ref() == Some(&channels) {
+            return Vec::new();
+        }
+        if self.chat_own.is_none() {
+            // A new sign-in starts live.
+            self.chat_last_id = None;
+        }
+        self.chat_own = Some(channels);
+        self.chat_reopen()
+    }
+
+    /// A new stream for the chat after its last id.
+    fn chat_reopen(&mut self) -> Vec<Effect> {
+        if self.chat_tabs.is_some() {
+            return self.chat_tabs_update(tab_share::Msg::Reopen);
+        }
+        match &self.chat_own {
+            Some(channels) => vec![
+                Effect::ChatTabs(TabsEffect::CloseSource),
+                Effect::ChatTabs(TabsEffect::OpenSource(tab_share::stream_url(
+                    channels,
+                    self.chat_last_id.as_deref(),
+                ))),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    fn chat_tabs_update(&mut self, msg: tab_share::Msg) -> Vec<Effect> {
+        use tab_share::Delivery;
+        let Some(tabs) = self.chat_tabs.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for effect in tabs.update(msg) {
+            let panel = match glue_effect(effect) {
+                Ok(effect) => {
+                    out.push(Effect::ChatTabs(effect));
+                    continue;
+                }
+                Err(Delivery::Opened) => chat::Msg::Opened,
+                Err(Delivery::Error { closed }) => chat::Msg::Error { closed },
+                Err(Delivery::Event { name, id, data }) => chat::Msg::Event { name, id, data },
+            };
+            out.extend(self.chat_update(panel));
+        }
+        out
+    }
+
+    /// What the chat's `chat-role` would say: `own`, `leader` or `follower` while
+    /// signed in.
+    pub fn chat_role(&self) -> Option<&'static str> {
+        self.chat.user.as_ref()?;
+        Some(self.chat_tabs.as_ref().map_or("own", |t| t.role().as_str()))
+    }
+
     pub fn update(&mut self, msg: Msg, now_ms: u64) -> Vec<Effect> {
         match msg {
+            Msg::Tabs(msg) => self.tabs_update(msg, now_ms),
+            Msg::Chat(msg) => self.chat_update(msg),
+            Msg::ChatTabs(msg) => self.chat_tabs_update(msg),
             Msg::Connect(form) => self.connect(&form, now_ms),
             Msg::Close => {
                 if !self.conn.is_live() {
@@ -240,12 +476,7 @@ impl State {
                 vec![Effect::CloseSource]
             }
             Msg::Error { closed } => self.error(closed, now_ms),
-            Msg::Shared(msg) => self
-                .shared
-                .update(msg, now_ms, &mut self.log)
-                .into_iter()
-                .map(Effect::Shared)
-                .collect(),
+            Msg::Shared(msg) => self.shared_update(msg, now_ms),
             Msg::Why { serial, answer } => {
                 if !self.inquiry.is_current(serial) {
                     return Vec::new();
@@ -283,6 +514,11 @@ impl State {
             params: Some(params),
             inquiry,
             shared: std::mem::take(&mut self.shared),
+            tabs: self.tabs.take(),
+            chat: std::mem::take(&mut self.chat),
+            chat_tabs: self.chat_tabs.take(),
+            chat_own: self.chat_own.take(),
+            chat_last_id: self.chat_last_id.take(),
             log: std::mem::take(&mut self.log),
             ..State::default()
         };
@@ -796,5 +1032,205 @@ mod tests {
                 Stream::Counter
             ]
         );
+    }
+
+    #[test]
+    fn a_sharing_tab_joins_through_the_lock_and_follows_or_leads() {
+        use tab_share::{Msg as T, Relayed, Wire};
+        let mut s = State::default().sharing("me");
+        assert_eq!(s.shared_role(), None, "not joined");
+        let fx = s.update(Msg::Shared(shared_counter::Msg::Join), 1);
+        assert!(
+            !fx.iter().any(|e| matches!(
+                e,
+                Effect::Shared(shared_counter::Effect::OpenSource(_))
+                    | Effect::Tabs(TabsEffect::OpenSource(_))
+            )),
+            "no stream before the lock: {fx:?}"
+        );
+        assert!(
+            fx.contains(&Effect::Tabs(TabsEffect::RequestLock)),
+            "{fx:?}"
+        );
+        assert_eq!(s.shared_role(), Some("follower"));
+        // Another tab leads: its events reach this panel.
+        s.update(Msg::Tabs(T::Peer(Wire::Opened)), 2);
+        s.update(
+            Msg::Tabs(T::Peer(Wire::Event(Relayed {
+                name: "message".into(),
+                id: Some("4".into()),
+                data: r#"{"value":4,"sent_at_us":1}"#.into(),
+            }))),
+            3,
+        );
+        assert_eq!(s.shared.conn, shared_counter::Conn::Open);
+        assert_eq!((s.shared.value, s.shared.last_id), (Some(4), Some(4)));
+        // The leader goes; this tab gets the lock and resumes after 4.
+        let fx = s.update(Msg::Tabs(T::LockGranted), 4);
+        assert!(
+            fx.contains(&Effect::Tabs(TabsEffect::OpenSource(
+                "/api/shared?last_event_id=4".into()
+            ))),
+            "{fx:?}"
+        );
+        assert_eq!(s.shared_role(), Some("leader"));
+        // Its own stream's events are passed on to the others.
+        let fx = s.update(
+            Msg::Tabs(T::SourceEvent {
+                name: "message".into(),
+                id: "5".into(),
+                data: r#"{"value":5,"sent_at_us":1}"#.into(),
+            }),
+            5,
+        );
+        assert!(
+            matches!(
+                fx.as_slice(),
+                [Effect::Tabs(TabsEffect::Post(Wire::Event(_)))]
+            ),
+            "{fx:?}"
+        );
+        assert_eq!(s.shared.value, Some(5));
+        // Leave: the stream closes and the lock goes to the next tab.
+        let fx = s.update(Msg::Shared(shared_counter::Msg::Leave), 6);
+        assert!(
+            fx.contains(&Effect::Tabs(TabsEffect::CloseSource)),
+            "{fx:?}"
+        );
+        assert!(
+            fx.contains(&Effect::Tabs(TabsEffect::ReleaseLock)),
+            "{fx:?}"
+        );
+        assert_eq!(s.shared_role(), None);
+    }
+
+    #[test]
+    fn a_tab_that_does_not_share_holds_its_own_stream() {
+        let mut s = State::default();
+        let fx = s.update(Msg::Shared(shared_counter::Msg::Join), 1);
+        assert!(
+            fx.contains(&Effect::Shared(shared_counter::Effect::OpenSource(
+                "/api/shared".into()
+            )))
+        );
+        assert_eq!(s.shared_role(), Some("own"));
+        assert!(tab_share::share_requested(""));
+        assert!(tab_share::share_requested("?shared=1&share=1"));
+        assert!(!tab_share::share_requested("?shared=1&share=0"));
+    }
+
+    fn chat_session(name: &str) -> Msg {
+        Msg::Chat(chat::Msg::Session {
+            purpose: chat::Purpose::SignIn,
+            answer: answer(200, &format!(r#"{{"name":"{name}","expires_at":1900}}"#)),
+            now_unix_ms: 1_000_000,
+            jitter: 0.0,
+        })
+    }
+
+    fn chat_streams(effects: &[Effect]) -> Vec<&TabsEffect> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ChatTabs(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_chats_own_stream_opens_for_its_channels_and_resumes_after_its_last_id() {
+        let mut s = State::default();
+        let fx = s.update(chat_session("ann"), 0);
+        let url = "/api/events?channel=rooms%2Flobby&channel=users%2Fann".to_owned();
+        assert_eq!(
+            chat_streams(&fx),
+            [&TabsEffect::CloseSource, &TabsEffect::OpenSource(url)]
+        );
+        s.update(Msg::Chat(chat::Msg::Opened), 1);
+        s.update(
+            Msg::Chat(chat::Msg::Event {
+                name: "message".into(),
+                id: "e-7".into(),
+                data:
+                    r#"{"channel":"rooms/lobby","data":{"text":"hi"},"from":"bob","sent_at_us":1}"#
+                        .into(),
+            }),
+            2,
+        );
+        let fx = s.update(
+            Msg::Chat(chat::Msg::Event {
+                name: "end".into(),
+                id: "e-7".into(),
+                data: r#"{"reason":"expired","last":"e-7"}"#.into(),
+            }),
+            3,
+        );
+        assert_eq!(
+            fx,
+            [Effect::Chat(chat::Effect::RefreshSession(
+                chat::Purpose::Expired
+            ))]
+        );
+        let fx = s.update(
+            Msg::Chat(chat::Msg::Session {
+                purpose: chat::Purpose::Expired,
+                answer: answer(200, r#"{"name":"ann","expires_at":2800}"#),
+                now_unix_ms: 1_900_000,
+                jitter: 0.0,
+            }),
+            4,
+        );
+        let url =
+            "/api/events?channel=rooms%2Flobby&channel=users%2Fann&last_event_id=e-7".to_owned();
+        assert_eq!(
+            chat_streams(&fx),
+            [&TabsEffect::CloseSource, &TabsEffect::OpenSource(url)]
+        );
+        // Joining a room reopens for the new set, after the last id too.
+        let fx = s.update(
+            Msg::Chat(chat::Msg::Join {
+                room: "games".into(),
+            }),
+            5,
+        );
+        assert!(
+            matches!(chat_streams(&fx)[..], [TabsEffect::CloseSource, TabsEffect::OpenSource(url)]
+            if url.contains("channel=rooms%2Fgames") && url.ends_with("last_event_id=e-7"))
+        );
+    }
+
+    #[test]
+    fn a_shared_chat_stream_is_asked_of_the_tabs_and_a_connect_keeps_it() {
+        let mut s = State::default().sharing("t1");
+        let fx = s.update(chat_session("ann"), 0);
+        assert!(matches!(
+            chat_streams(&fx)[..],
+            [
+                TabsEffect::Post(tab_share::Wire::Need { .. }),
+                TabsEffect::RequestLock
+            ]
+        ));
+        assert_eq!(s.chat_role(), Some("follower"));
+        s.update(Msg::Connect(form("3", "", true)), 1);
+        assert!(
+            s.chat_tabs.is_some() && s.tabs.is_some(),
+            "Connect keeps the sharing"
+        );
+        assert_eq!(s.chat.user.as_deref(), Some("ann"));
+        let fx = s.update(Msg::ChatTabs(tab_share::Msg::LockGranted), 2);
+        assert_eq!(s.chat_role(), Some("leader"));
+        assert!(chat_streams(&fx)
+            .iter()
+            .any(|e| matches!(e, TabsEffect::OpenSource(url) if url.starts_with("/api/events?"))));
+        // Signing out gives the stream and the lock back.
+        let fx = s.update(
+            Msg::Chat(chat::Msg::SignedOut {
+                answer: answer(204, ""),
+            }),
+            3,
+        );
+        assert!(chat_streams(&fx).contains(&&TabsEffect::ReleaseLock));
+        assert_eq!(s.chat_role(), None);
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The stream is meant to reconnect and catch up, so unlike the per-client counter the
 //! panel lets the browser reconnect after an error, and where the browser will not, it
-//! reconnects by itself ([`reconnect`](super::reconnect) has the delays): after a
+//! reconnects by itself ([`reconnect`] has the delays): after a
 //! refusal, after `end`, and after a silence longer than two heartbeats. Timers are
 //! effects: the glue sets one, and sends [`Msg::Timer`] with its generation when it
 //! fires, so a timer that a later change made stale is ignored.
@@ -119,6 +119,19 @@ pub enum Msg {
     },
     /// The timer set by [`Effect::SetTimer`] with this generation fired.
     Timer { generation: u64 },
+}
+
+impl Msg {
+    /// The message for an event of the panel's stream: its type (`message` for
+    /// unnamed events), `lastEventId` and data.
+    pub fn from_event(name: &str, id: String, data: String) -> Msg {
+        match name {
+            shared::events::RESET => Msg::Reset { id, data },
+            shared::events::HEARTBEAT => Msg::Heartbeat { data },
+            shared::events::END => Msg::End { data },
+            _ => Msg::Value { id, data },
+        }
+    }
 }
 
 /// What the glue must do for the panel.

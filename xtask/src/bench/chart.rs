@@ -1,10 +1,10 @@
 //! `docs/benchmarks.svg`: CPU per event and memory per stream of every peer in the
 //! steady scenarios, as grouped bars, with the bare-write floor as a line.
 
+use super::figures::{med, thousands, Figure, CPU, MEM_KIB};
 use super::peers::PEERS;
-use super::report::{med, thousands, Figure, CPU, MEM_KIB};
+use super::results::Results;
 use super::scenarios::Scenario;
-use super::Results;
 use plotters::prelude::*;
 use std::path::Path;
 

@@ -8,15 +8,17 @@
 //! table; the table also gives the servers' extra CPU per delivered event and Redis's
 //! own CPU per increment.
 
-use super::peers::{probe, PeerId, PEERS};
-use super::report::{fmt, med, spread, thousands, Figure, CPU, LATENCY_P99_MS};
+use super::figures::{
+    fmt, signed, status, thousands, Figure, Row, CPU, LATENCY_P50_MS, LATENCY_P99_MS,
+};
+use super::load;
+use super::peers::{self, ready};
 use super::scenarios::{Load, Scenario};
-use super::targets::{status, Row};
+use super::sides::{self, Side};
 use crate::cluster::{Cluster, Options};
 use ::bench::report::Report;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// The name `--only` selects it by.
 pub const NAME: &str = "cluster";
@@ -100,67 +102,45 @@ pub fn plan(quick: bool) -> Plan {
     }
 }
 
-/// Where the shared counter lives in a run.
+/// Where the shared counter lives in a run: the sides of this scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub enum Store {
     /// One instance, the counter in its own process.
     Embedded,
     /// The plan's instances, the counter in one Redis.
     Redis,
 }
 
-/// The sides, in the order each round runs them (and the table's columns).
-pub const SIDES: [Side; 2] = [Side::Embedded, Side::Redis];
+impl Side for Store {
+    const ALL: &'static [Store] = &[Store::Embedded, Store::Redis];
 
-impl Side {
     fn slug(self) -> &'static str {
         match self {
-            Side::Embedded => "embedded",
-            Side::Redis => "redis",
+            Store::Embedded => "embedded",
+            Store::Redis => "redis",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Store::Embedded => "embedded store",
+            Store::Redis => "Redis store",
         }
     }
 }
 
-/// What the scenario measured: one report per repeat and side (`None` for a run that
-/// failed), sides in [`SIDES`] order.
-#[derive(Debug)]
-pub struct Outcome {
-    pub plan: Plan,
-    pub runs: [Vec<Option<Report>>; 2],
-}
+/// What the scenario measured, by store.
+pub type Outcome = sides::Outcome<Plan, Store>;
 
 impl Outcome {
-    pub fn runs(&self, side: Side) -> &[Option<Report>] {
-        &self.runs[column(side)]
-    }
-
-    fn med(&self, side: Side, figure: Figure) -> Option<f64> {
-        med(self.runs(side), figure)
-    }
-
     /// Redis's figure minus the embedded store's, from the medians.
     fn added(&self, figure: Figure) -> Option<f64> {
-        Some(self.med(Side::Redis, figure)? - self.med(Side::Embedded, figure)?)
+        Some(self.med(Store::Redis, figure)? - self.med(Store::Embedded, figure)?)
     }
 }
 
-fn column(side: Side) -> usize {
-    SIDES
-        .iter()
-        .position(|s| *s == side)
-        .expect("every side has a column")
-}
-
-const LATENCY_P50_MS: Figure = Figure {
-    label: "delivery latency p50 (ms)",
-    unit: "ms",
-    get: |r| r.latency_us.p50.map(|us| us as f64 / 1000.0),
-    decimals: 3,
-    ratio: false,
-};
-
-/// Runs the plan `repeats` times, the sides alternating, each on fresh servers (and a
-/// fresh Redis); a run that fails is recorded in `failures` and as `None`.
+/// Runs the plan `repeats` times, the stores in turn, each on fresh servers (and a
+/// fresh Redis).
 pub fn run(
     root: &Path,
     plan: Plan,
@@ -169,39 +149,23 @@ pub fn run(
     nofile: u64,
     failures: &mut Vec<String>,
 ) -> Outcome {
-    let mut runs: [Vec<Option<Report>>; 2] = Default::default();
-    for rep in 1..=repeats {
-        for side in SIDES {
-            let report = match run_one(root, &plan, side, logs, rep, nofile) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    let msg = format!("{NAME} on the {} store, run {rep}: {e:#}", side.slug());
-                    crate::util::step(format!("run failed: {msg}"));
-                    failures.push(msg);
-                    None
-                }
-            };
-            runs[column(side)].push(report);
-        }
-    }
-    Outcome { plan, runs }
+    sides::repeat(NAME, plan, repeats, failures, |plan, store: Store, rep| {
+        run_one(root, plan, store, logs, rep, nofile)
+    })
 }
 
 fn run_one(
     root: &Path,
     plan: &Plan,
-    side: Side,
+    store: Store,
     logs: &Path,
     rep: usize,
     nofile: u64,
 ) -> anyhow::Result<Report> {
     let shared_path = shared::paths::SHARED;
-    match side {
-        Side::Embedded => {
-            let ours = PEERS
-                .iter()
-                .find(|p| p.id == PeerId::Ours)
-                .expect("sse-counter is a peer");
+    match store {
+        Store::Embedded => {
+            let ours = peers::ours();
             let log = logs.join(format!("{NAME}-embedded-{rep}.log"));
             let server = ours.start(root, &plan.scenario, &log)?;
             let url = format!("{}{shared_path}", server.base);
@@ -211,19 +175,14 @@ fn run_one(
             drop(server);
             report
         }
-        Side::Redis => {
+        Store::Redis => {
             let run_dir = logs.join(format!("{NAME}-redis-{rep}"));
-            let options = Options {
-                instances: plan.instances,
-                // Without nginx nothing listens there.
-                listen: ([127, 0, 0, 1], 0).into(),
-                server: root.join("target/release/sse-counter"),
-                // No page is served in a benchmark; the server only warns about it.
-                static_dir: "/nonexistent".into(),
-                run_dir: run_dir.clone(),
-                instance_args: INSTANCE_ARGS.map(str::to_owned).to_vec(),
-                nginx: false,
-            };
+            let options = Options::bench(
+                root,
+                plan.instances,
+                run_dir.clone(),
+                INSTANCE_ARGS.map(str::to_owned).to_vec(),
+            );
             let cluster = Cluster::start(&options)?;
             let bases: Vec<String> = cluster
                 .instances
@@ -249,21 +208,6 @@ fn run_one(
     }
 }
 
-/// Waits until the server at `base` serves the shared counter (an instance on Redis
-/// answers 503 until its reader has connected).
-fn ready(base: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match probe(base, shared::paths::SHARED) {
-            Ok(()) => return Ok(()),
-            Err(why) if Instant::now() > deadline => {
-                anyhow::bail!("{base} does not serve the shared counter: {why}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
 /// One sse-bench run: the plan's subscribers spread over `urls` (stream i on URL
 /// i mod K), the increments over their servers in turn, the costs of `server_pids`
 /// summed, and the store's when there is one. `logs`: where the servers' logs are.
@@ -277,7 +221,7 @@ fn sse_bench(
     nofile: u64,
 ) -> anyhow::Result<Report> {
     let sc = &plan.scenario;
-    let mut cmd = super::sse_bench(root, sc, urls, nofile);
+    let mut cmd = load::sse_bench(root, sc, urls, nofile);
     cmd.args(["--kind", "shared"])
         .args(["--publish-rate", &sc.rate().to_string()]);
     for pid in server_pids {
@@ -286,7 +230,7 @@ fn sse_bench(
     if let Some(pid) = store_pid {
         cmd.args(["--store-pid", &pid.to_string()]);
     }
-    let report = super::run_sse_bench(root, &mut cmd, logs)?;
+    let report = load::run_sse_bench(root, &mut cmd, logs)?;
     let publish = report.publish.clone().unwrap_or_default();
     eprintln!(
         "  {} server{}: {} established, {} failed, {:.0} events/s, {} gaps, latency p50 {} ms \
@@ -326,17 +270,17 @@ pub fn target_rows(outcome: &Outcome) -> Vec<Row> {
     let plan = &outcome.plan;
     let at_size = plan.instances >= TARGET_INSTANCES && plan.per_instance() >= TARGET_PER_INSTANCE;
     let (p50, p99) = (outcome.added(LATENCY_P50_MS), outcome.added(LATENCY_P99_MS));
-    let at = |figure: Figure, side: Side| fmt(outcome.med(side, figure), 2);
+    let at = |figure: Figure, side: Store| fmt(outcome.med(side, figure), 2);
     let measured = format!(
         "{}: p50 {} ms ({} ms embedded, {} ms on Redis), p99 {} ms ({} ms, {} ms); \
          {} × {} subscribers",
         "added by Redis",
         signed(p50, 2),
-        at(LATENCY_P50_MS, Side::Embedded),
-        at(LATENCY_P50_MS, Side::Redis),
+        at(LATENCY_P50_MS, Store::Embedded),
+        at(LATENCY_P50_MS, Store::Redis),
         signed(p99, 2),
-        at(LATENCY_P99_MS, Side::Embedded),
-        at(LATENCY_P99_MS, Side::Redis),
+        at(LATENCY_P99_MS, Store::Embedded),
+        at(LATENCY_P99_MS, Store::Redis),
         plan.instances,
         thousands(plan.per_instance()),
     );
@@ -359,11 +303,6 @@ pub fn target_rows(outcome: &Outcome) -> Vec<Row> {
         measured,
         status: status(met, gap, at_size),
     }]
-}
-
-/// `+1.23` or `-0.40`, or `n/a`.
-fn signed(x: Option<f64>, decimals: usize) -> String {
-    x.map_or_else(|| "n/a".into(), |x| format!("{x:+.decimals$}"))
 }
 
 /// The scenario's section of the report: a column per side and Redis's difference.
@@ -480,17 +419,17 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
     ];
     for (row, diff) in rows {
         let mut line = format!("| {}", row.label);
-        for side in SIDES {
+        for &side in Store::ALL {
             let mut cell = fmt(outcome.med(side, row), row.decimals);
             // Redis's CPU by the clock ticks beside the precise figure.
-            if row.label.starts_with("Redis CPU over") && side == Side::Redis {
+            if row.label.starts_with("Redis CPU over") && side == Store::Redis {
                 let ticks = Figure {
                     get: |r| Some(r.store?.cpu_us_ticks_window / 1000.0),
                     ..row
                 };
                 write!(cell, "; {}", fmt(outcome.med(side, ticks), 0))?;
             }
-            if cell == "n/a" && side == Side::Embedded && !diff && row.label.starts_with("Redis") {
+            if cell == "n/a" && side == Store::Embedded && !diff && row.label.starts_with("Redis") {
                 cell = String::new();
             }
             write!(line, " | {cell}")?;
@@ -508,55 +447,21 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
         "\nTarget, Redis adds at most {ADDED_MS} ms at p50 and p99: {}.",
         verdict.status
     )?;
-    let mut notes = Vec::new();
-    for side in SIDES {
-        for (rep, r) in outcome.runs(side).iter().enumerate() {
-            let Some(r) = r else { continue };
-            if let Some(p) = &r.publish {
-                if p.ok < p.sent {
-                    notes.push(format!(
-                        "{} store, run {}: {} of {} increments taken ({} refused, {} lost{}).",
-                        side.slug(),
-                        rep + 1,
-                        p.ok,
-                        p.sent,
-                        p.refused,
-                        p.failed,
-                        if p.errors.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", p.errors.join("; "))
-                        }
-                    ));
-                }
-            }
-            for e in r.errors.iter().take(4) {
-                notes.push(format!("{} store, run {}: `{e}`", side.slug(), rep + 1));
-            }
-        }
-    }
+    let notes = outcome.notes("increments");
     if !notes.is_empty() {
         writeln!(md)?;
         for n in notes {
             writeln!(md, "- {n}")?;
         }
     }
-    let repeats = outcome.runs.iter().map(Vec::len).max().unwrap_or(0);
-    if repeats > 1 {
-        writeln!(md, "\nSpread over the repeats (min–max):\n")?;
-        for side in SIDES {
-            let runs = outcome.runs(side);
-            let spread = |figure: Figure| spread(runs, figure, 2);
-            writeln!(
-                md,
-                "- {} store: latency p50 {} ms, p99 {} ms, CPU per event {} µs",
-                side.slug(),
-                spread(LATENCY_P50_MS),
-                spread(LATENCY_P99_MS),
-                spread(CPU),
-            )?;
-        }
-    }
+    outcome.spread_lines(
+        md,
+        &[
+            ("latency p50", LATENCY_P50_MS),
+            ("p99", LATENCY_P99_MS),
+            ("CPU per event", CPU),
+        ],
+    )?;
     writeln!(md)?;
     Ok(())
 }
@@ -589,10 +494,7 @@ mod tests {
                 });
             }))]
         };
-        Outcome {
-            plan: plan(quick),
-            runs: [run(embedded, false), run(redis, true)],
-        }
+        Outcome::new(plan(quick), vec![run(embedded, false), run(redis, true)])
     }
 
     #[test]
@@ -661,10 +563,10 @@ mod tests {
 
     #[test]
     fn a_run_of_only_this_scenario_gives_a_page_with_its_target_and_table() {
-        let mut res = crate::bench::Results::new(0);
+        let mut res = crate::bench::results::Results::new(0);
         res.cluster = Some(outcome(true, (1.0, 5.0, 4.0), (2.5, 6.0, 5.5)));
         let meta = crate::bench::tests::quick_meta("cargo xtask bench --quick --only 'cluster'");
-        let md = crate::bench::report::render(&[], &res, &meta).unwrap();
+        let md = crate::bench::page::render(&[], &res, &meta).unwrap();
         let targets: Vec<&str> = md
             .lines()
             .filter(|l| l.starts_with("| shared counter on Redis"))

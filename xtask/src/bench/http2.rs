@@ -5,12 +5,13 @@
 //! memory per HTTP/2 stream and CPU per event next to HTTP/1.1's, join the report's
 //! targets table.
 
-use super::peers::{PeerId, PEERS};
-use super::report::{
-    fmt, med, ratio, spread, thousands, Figure, CPU, LATENCY_P99_MS, MEM_KIB, ROWS,
+use super::figures::{
+    fmt, ratio, status, thousands, Figure, Row, CPU, LATENCY_P99_MS, MEM_KIB, ROWS,
 };
+use super::load;
+use super::peers;
 use super::scenarios::{Load, Scenario, COUNT};
-use super::targets::{status, Row};
+use super::sides::{self, Side};
 use ::bench::report::{Report, Transport};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -86,33 +87,27 @@ pub fn plan(quick: bool) -> Plan {
     }
 }
 
-/// What the scenario measured: one report per repeat and transport (`None` for a
-/// run that failed), transports in [`TRANSPORTS`] order.
-#[derive(Debug)]
-pub struct Outcome {
-    pub plan: Plan,
-    pub runs: [Vec<Option<Report>>; 3],
-}
+impl Side for Transport {
+    const ALL: &'static [Transport] = &TRANSPORTS;
 
-impl Outcome {
-    pub fn runs(&self, transport: Transport) -> &[Option<Report>] {
-        &self.runs[column(transport)]
+    fn slug(self) -> &'static str {
+        match self {
+            Transport::Http1 => "http1",
+            Transport::Https1 => "https1",
+            Transport::Http2 => "h2",
+        }
     }
 
-    fn med(&self, transport: Transport, figure: Figure) -> Option<f64> {
-        med(self.runs(transport), figure)
+    fn label(self) -> &'static str {
+        Transport::label(self)
     }
 }
 
-fn column(transport: Transport) -> usize {
-    TRANSPORTS
-        .iter()
-        .position(|t| *t == transport)
-        .expect("every transport has a column")
-}
+/// What the scenario measured, by transport.
+pub type Outcome = sides::Outcome<Plan, Transport>;
 
-/// Runs the plan `repeats` times, the transports alternating, each against a fresh
-/// sse-counter; a run that fails is recorded in `failures` and as `None`.
+/// Runs the plan `repeats` times, the transports in turn, each against a fresh
+/// sse-counter.
 pub fn run(
     root: &Path,
     plan: Plan,
@@ -121,31 +116,16 @@ pub fn run(
     nofile: u64,
     failures: &mut Vec<String>,
 ) -> Outcome {
-    let mut runs: [Vec<Option<Report>>; 3] = Default::default();
-    for rep in 0..repeats {
-        for transport in TRANSPORTS {
-            let log = logs.join(format!("{NAME}-{}-{}.log", slug(transport), rep + 1));
-            let report = match run_one(root, &plan, transport, &log, nofile) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    let msg = format!("{NAME} over {}, run {}: {e:#}", transport.label(), rep + 1);
-                    crate::util::step(format!("run failed: {msg}"));
-                    failures.push(msg);
-                    None
-                }
-            };
-            runs[column(transport)].push(report);
-        }
-    }
-    Outcome { plan, runs }
-}
-
-fn slug(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Http1 => "http1",
-        Transport::Https1 => "https1",
-        Transport::Http2 => "h2",
-    }
+    sides::repeat(
+        NAME,
+        plan,
+        repeats,
+        failures,
+        |plan, transport: Transport, rep| {
+            let log = logs.join(format!("{NAME}-{}-{rep}.log", transport.slug()));
+            run_one(root, plan, transport, &log, nofile)
+        },
+    )
 }
 
 /// sse-counter with the arguments of `cargo xtask bench`, and TLS where `transport`
@@ -178,10 +158,7 @@ fn run_one(
     log: &Path,
     nofile: u64,
 ) -> anyhow::Result<Report> {
-    let ours = PEERS
-        .iter()
-        .find(|p| p.id == PeerId::Ours)
-        .expect("sse-counter is a peer");
+    let ours = peers::ours();
     let sc = &plan.scenario;
     let server = ours.start_with(root, sc, log, ours_args(transport))?;
     let expected_scheme = match transport {
@@ -198,11 +175,11 @@ fn run_one(
         "{}{}?count={COUNT}&interval_ms={}",
         server.base, ours.counter_path, sc.interval_ms
     );
-    let mut cmd = super::sse_bench(root, sc, &[url], nofile);
+    let mut cmd = load::sse_bench(root, sc, &[url], nofile);
     cmd.args(bench_args(plan, transport))
         .args(["--interval-ms", &sc.interval_ms.to_string()])
         .args(["--server-pid", &server.child.id().to_string()]);
-    let report = super::run_sse_bench(root, &mut cmd, log)?;
+    let report = load::run_sse_bench(root, &mut cmd, log)?;
     anyhow::ensure!(
         report.transport == transport,
         "sse-bench reports {} where {} was asked",
@@ -361,22 +338,14 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
             ratio(Some(h2), Some(h1))
         )?;
     }
-    let repeats = outcome.runs.iter().map(Vec::len).max().unwrap_or(0);
-    if repeats > 1 {
-        writeln!(md, "\nSpread over the repeats (min–max):\n")?;
-        for t in TRANSPORTS {
-            let runs = outcome.runs(t);
-            let spread = |figure: Figure| spread(runs, figure, 2);
-            writeln!(
-                md,
-                "- {}: CPU per event {} µs, memory per stream {} KiB, latency p99 {} ms",
-                t.label(),
-                spread(CPU),
-                spread(MEM_KIB),
-                spread(LATENCY_P99_MS),
-            )?;
-        }
-    }
+    outcome.spread_lines(
+        md,
+        &[
+            ("CPU per event", CPU),
+            ("memory per stream", MEM_KIB),
+            ("latency p99", LATENCY_P99_MS),
+        ],
+    )?;
     let errors: Vec<String> = TRANSPORTS
         .iter()
         .flat_map(|t| {
@@ -417,10 +386,7 @@ mod tests {
                 r.connections = if i == 2 { 20 } else { r.established };
             }))]
         };
-        Outcome {
-            plan: plan(quick),
-            runs: [run(0), run(1), run(2)],
-        }
+        Outcome::new(plan(quick), vec![run(0), run(1), run(2)])
     }
 
     #[test]
@@ -487,10 +453,10 @@ mod tests {
 
     #[test]
     fn a_run_of_only_this_scenario_gives_a_page_with_its_targets_and_table() {
-        let mut res = crate::bench::Results::new(0);
+        let mut res = crate::bench::results::Results::new(0);
         res.http2 = Some(outcome(true, [10.0, 11.0, 12.0], [3.0, 5.0, 2.0]));
         let meta = crate::bench::tests::quick_meta("cargo xtask bench --quick --only 'http2'");
-        let md = crate::bench::report::render(&[], &res, &meta).unwrap();
+        let md = crate::bench::page::render(&[], &res, &meta).unwrap();
         let targets: Vec<&str> = md
             .lines()
             .filter(|l| l.starts_with("| HTTP/2, 10,000 streams"))

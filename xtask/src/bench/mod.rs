@@ -3,33 +3,48 @@
 //! with a chart, `docs/benchmarks.svg`. Loopback only; every run is bounded by
 //! sse-bench's own limits.
 //!
-//! `scenarios` holds the load shapes, `peers` the servers and how each starts,
-//! `targets` what sse-counter is held to, `report` the page made from the typed
-//! reports that sse-bench and the floor print, `chart` the picture; `http2` is the
-//! scenario of sse-counter alone over HTTP/1.1, HTTPS and HTTP/2, and `cluster` that of
-//! instances sharing the counter through Redis next to one on the embedded store, each
-//! with its targets.
+//! The modules, each using only those listed before it (a test below holds them to it):
+//!
+//! - `figures`: the leaf: what a table reads from a report, medians, spreads, number
+//!   formats, a target's verdict;
+//! - `scenarios`: the load shapes; `peers`: the servers and how each starts; `load`:
+//!   the one sse-bench command line for a scenario, run and read back typed;
+//! - `sides`: the one way to run a scenario of sse-counter alone in several set-ups
+//!   (repeats alternating the sides) and to keep and spread its figures; `http2` (the
+//!   transports), `cluster` (the embedded store and Redis) and `channels` (channels
+//!   against the shared counter, publishing, Redis) are its users, each with its
+//!   targets and its section of the page;
+//! - `results`: everything a run measured; `targets`: what sse-counter is held to;
+//!   `chart`: the picture; `page`: docs/benchmarks.md, the top, used by nothing else.
 //!
 //! `--only NAME` runs some of the scenarios and writes its page to `target/bench/`,
 //! leaving `docs/benchmarks.md` to full runs.
 
+mod channels;
 mod chart;
 mod cluster;
+mod figures;
 mod http2;
+mod load;
+mod page;
 mod peers;
-mod report;
+mod results;
 mod scenarios;
+mod sides;
 mod targets;
 
-use crate::util::{cargo, display, output, project_root, run, step};
+use crate::util::{cargo, output, project_root, run, step};
 use ::bench::report::{Floor, Report};
 use anyhow::Context as _;
-use peers::{Fanout, Peer, PeerId, PEERS};
-use report::{fmt, CPU, HEADERS_P99_MS, MEM_KIB};
+use figures::{fmt, CPU, HEADERS_P99_MS, MEM_KIB};
+use load::{run_sse_bench, sse_bench};
+use peers::{Fanout, Peer, PEERS};
+use results::{Meta, Results};
 use scenarios::{Load, Scenario, MAX_HELD};
+use sides::Side as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,91 +57,10 @@ pub struct Args {
     #[arg(long)]
     repeats: Option<usize>,
     /// Run only these scenarios (repeat the flag or separate with commas: `10 Hz`,
-    /// `1 Hz`, `most held`, `burst`, `fan-out`, `http2`, `cluster`), and write the page
+    /// `1 Hz`, `most held`, `burst`, `fan-out`, `http2`, `cluster`, `channels`), and write the page
     /// to target/bench/benchmarks.md instead of docs/, which only a full run writes.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-}
-
-/// Everything measured.
-pub struct Results {
-    /// `runs[scenario][peer]`, peers in `PEERS` order: one report per repeat, `None` for
-    /// a run that failed. Read through [`Results::runs`].
-    runs: Vec<Vec<Vec<Option<Report>>>>,
-    /// Every floor run.
-    pub floors: Vec<Floor>,
-    pub failures: Vec<String>,
-    /// Peers a scenario did not run against, and why: `(scenario, peer, why)`.
-    not_run: Vec<(usize, PeerId, String)>,
-    /// The `http2` scenario, when it ran.
-    pub http2: Option<http2::Outcome>,
-    /// The `cluster` scenario, when it ran.
-    pub cluster: Option<cluster::Outcome>,
-}
-
-impl Results {
-    pub fn new(scenarios: usize) -> Results {
-        Results {
-            runs: (0..scenarios)
-                .map(|_| PEERS.iter().map(|_| Vec::new()).collect())
-                .collect(),
-            floors: Vec::new(),
-            failures: Vec::new(),
-            not_run: Vec::new(),
-            http2: None,
-            cluster: None,
-        }
-    }
-
-    /// Records that `scenario` did not run against a peer, once per reason.
-    pub fn not_run(&mut self, scenario: usize, id: PeerId, why: String) {
-        if !self
-            .not_run
-            .iter()
-            .any(|n| *n == (scenario, id, why.clone()))
-        {
-            self.not_run.push((scenario, id, why));
-        }
-    }
-
-    /// Why `scenario` did not run against a peer, if it did not.
-    pub fn why_not_run(&self, scenario: usize, id: PeerId) -> Option<&str> {
-        self.not_run
-            .iter()
-            .find(|(si, i, _)| *si == scenario && *i == id)
-            .map(|(_, _, why)| why.as_str())
-    }
-
-    fn column(id: PeerId) -> usize {
-        PEERS
-            .iter()
-            .position(|p| p.id == id)
-            .expect("every peer id has a row in PEERS")
-    }
-
-    /// One peer's reports in one scenario, one per repeat.
-    pub fn runs(&self, scenario: usize, id: PeerId) -> &[Option<Report>] {
-        &self.runs[scenario][Self::column(id)]
-    }
-
-    /// The median of the floor runs: µs of CPU per write.
-    pub fn floor_us(&self) -> Option<f64> {
-        report::median(self.floors.iter().map(|f| f.cpu_us_per_write).collect())
-    }
-
-    pub fn push(&mut self, scenario: usize, id: PeerId, report: Option<Report>) {
-        self.runs[scenario][Self::column(id)].push(report);
-    }
-}
-
-/// How the run went, for the report's machine section.
-pub struct Meta {
-    pub command: String,
-    pub repeats: usize,
-    pub quick: bool,
-    pub took: Duration,
-    pub load: (String, String),
-    pub server_tree: String,
 }
 
 pub fn run_bench(args: Args) -> anyhow::Result<()> {
@@ -151,12 +85,13 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         scenarios: plan,
         http2: http2_plan,
         cluster: cluster_plan,
+        channels: channels_plan,
     } = select(args.quick, &args.only)?;
     // Express runs in every scenario but `http2` and `cluster`.
     if !plan.is_empty() {
         peers::express_installed()?;
     }
-    if cluster_plan.is_some() {
+    if cluster_plan.is_some() || channels_plan.is_some() {
         crate::setup::cluster_tools()?;
     }
     step("building the servers and the load generator (release)");
@@ -223,6 +158,17 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             &mut results.failures,
         ));
     }
+    if let Some(ch) = channels_plan {
+        step(ch.title());
+        results.channels = Some(channels::run(
+            &root,
+            ch,
+            repeats,
+            &logs,
+            nofile,
+            &mut results.failures,
+        ));
+    }
     let took = started.elapsed();
     let meta = Meta {
         command,
@@ -243,12 +189,17 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         "http2": results.http2.as_ref().map(|o| serde_json::json!({
             "scenario": o.plan.title(),
             "transports": http2::TRANSPORTS,
-            "runs": o.runs,
+            "runs": o.all_runs(),
         })),
         "cluster": results.cluster.as_ref().map(|o| serde_json::json!({
             "scenario": o.plan.title(),
-            "sides": ["embedded", "redis"],
-            "runs": o.runs,
+            "sides": cluster::Store::ALL.iter().map(|s| s.slug()).collect::<Vec<_>>(),
+            "runs": o.all_runs(),
+        })),
+        "channels": results.channels.as_ref().map(|o| serde_json::json!({
+            "scenario": o.plan.title(),
+            "cases": channels::Case::ALL.iter().map(|c| c.slug()).collect::<Vec<_>>(),
+            "runs": o.all_runs(),
         })),
     });
     std::fs::write(
@@ -268,7 +219,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     if chart {
         chart::chart(&plan, &results, &out.join("benchmarks.svg"))?;
     }
-    let md = report::render(&plan, &results, &meta)?;
+    let md = page::render(&plan, &results, &meta)?;
     std::fs::write(out.join("benchmarks.md"), md)?;
     step(format!(
         "wrote {out_name}/benchmarks.md{} in {:.0} s (raw figures and server logs in target/bench/)",
@@ -289,6 +240,7 @@ struct Selection {
     scenarios: Vec<Scenario>,
     http2: Option<http2::Plan>,
     cluster: Option<cluster::Plan>,
+    channels: Option<channels::Plan>,
 }
 
 /// The scenarios to run: every one, or those `--only` names.
@@ -299,12 +251,13 @@ fn select(quick: bool, only: &[String]) -> anyhow::Result<Selection> {
             scenarios: all,
             http2: Some(http2::plan(quick)),
             cluster: Some(cluster::plan(quick)),
+            channels: Some(channels::plan(quick)),
         });
     }
     let known: Vec<&str> = all
         .iter()
         .map(|s| s.name)
-        .chain([http2::NAME, cluster::NAME])
+        .chain([http2::NAME, cluster::NAME, channels::NAME])
         .collect();
     for name in only {
         anyhow::ensure!(
@@ -318,6 +271,7 @@ fn select(quick: bool, only: &[String]) -> anyhow::Result<Selection> {
         scenarios: all.into_iter().filter(|s| wanted(s.name)).collect(),
         http2: wanted(http2::NAME).then(|| http2::plan(quick)),
         cluster: wanted(cluster::NAME).then(|| cluster::plan(quick)),
+        channels: wanted(channels::NAME).then(|| channels::plan(quick)),
     })
 }
 
@@ -392,55 +346,6 @@ fn run_one(
     Ok(Run::Measured(Box::new(report)))
 }
 
-/// sse-bench with the scenario's load on `urls`: its streams (within the open-files
-/// limit), ramp, warm-up, window, client processes and its own time bound. The caller
-/// adds what its kind of load needs.
-fn sse_bench(root: &Path, sc: &Scenario, urls: &[String], nofile: u64) -> Command {
-    // Each client process holds its share, each server at most all of them: both
-    // within the open-files limit.
-    let streams = sc.streams.min(nofile.saturating_sub(100));
-    let ramp_secs = if sc.ramp > 0.0 {
-        streams as f64 / sc.ramp
-    } else {
-        0.0
-    };
-    // sse-bench's own bound: its ramp, two 10 s timeouts, warm-up, window, and slack.
-    let duration = (ramp_secs + 21.0 + sc.warmup + sc.window + 10.0).ceil() as u64;
-    let mut cmd = Command::new(root.join("target/release/sse-bench"));
-    cmd.args(urls)
-        .args(["--streams", &streams.to_string()])
-        .args(["--ramp", &sc.ramp.to_string()])
-        .args(["--warmup", &sc.warmup.to_string()])
-        .args(["--window", &sc.window.to_string()])
-        .args(["--procs", &sc.procs.to_string()])
-        .args(["--duration", &duration.to_string()]);
-    cmd
-}
-
-/// Runs `cmd` (from [`sse_bench`]) with `--json` and reads its report; a failure names
-/// `logs`, where the servers' logs are.
-fn run_sse_bench(root: &Path, cmd: &mut Command, logs: &Path) -> anyhow::Result<Report> {
-    cmd.arg("--json");
-    eprintln!("$ {}", display(cmd));
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run sse-bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "sse-bench exited with {} (the servers' logs: {})",
-        out.status,
-        logs.strip_prefix(root).unwrap_or(logs).display()
-    );
-    read_report(&out.stdout)
-}
-
-/// sse-bench's `--json` output as the type it was written from.
-fn read_report(json: &[u8]) -> anyhow::Result<Report> {
-    serde_json::from_slice(json)
-        .context("sse-bench's JSON is not the report this xtask was built with")
-}
-
 /// The floor: the CPU cost of one tick-sized write to a loopback socket.
 fn floor(root: &Path) -> anyhow::Result<Floor> {
     let text = output(
@@ -480,6 +385,7 @@ fn server_tree() -> String {
 pub(crate) mod tests {
     use super::*;
     use ::bench::report::{ServerFigures, StreamKind, WorkerResult};
+    use std::time::Duration;
 
     /// The facts of a one-second `--quick` run of `command`, for rendering tests.
     pub fn quick_meta(command: &str) -> Meta {
@@ -531,6 +437,10 @@ pub(crate) mod tests {
         assert_eq!(all.scenarios, scenarios::scenarios(true));
         assert_eq!(all.http2, Some(http2::plan(true)));
         assert_eq!(all.cluster, Some(cluster::plan(true)));
+        assert_eq!(all.channels, Some(channels::plan(true)));
+        let ch = select(false, &["channels".into()]).unwrap();
+        assert!(ch.scenarios.is_empty() && ch.http2.is_none() && ch.cluster.is_none());
+        assert_eq!(ch.channels, Some(channels::plan(false)));
         let h2 = select(true, &["http2".into()]).unwrap();
         assert!(h2.scenarios.is_empty());
         assert_eq!(h2.http2.map(|p| p.connections), Some(4));
@@ -545,25 +455,76 @@ pub(crate) mod tests {
         assert_eq!((some.http2, some.cluster), (None, None));
         let err = select(true, &["h2".into()]).unwrap_err().to_string();
         assert!(
-            err.contains("no such scenario") && err.contains("http2") && err.contains("cluster"),
+            err.contains("no such scenario")
+                && err.contains("http2")
+                && err.contains("cluster")
+                && err.contains("channels"),
             "{err}"
         );
     }
 
+    /// The modules of this task form layers: a module uses only those below it, never
+    /// the page that uses them (what `docs/architecture.md` draws). Read from the
+    /// sources, test code left out.
     #[test]
-    fn a_report_reads_back_typed() {
-        let r = report_with(|_| {});
-        let json = serde_json::to_vec(&r).unwrap();
-        assert_eq!(read_report(&json).unwrap(), r);
-    }
-
-    #[test]
-    fn a_renamed_field_is_an_error_not_n_a() {
-        let mut v = serde_json::to_value(report_with(|_| {})).unwrap();
-        let server = v["server"].as_object_mut().unwrap();
-        let cpu = server.remove("cpu_us_per_event").unwrap();
-        server.insert("cpu_per_event_us".into(), cpu);
-        let err = read_report(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert!(format!("{err:#}").contains("cpu_per_event_us"), "{err:#}");
+    fn the_modules_import_no_circle() {
+        const SOURCES: [(&str, &str); 13] = [
+            ("channels", include_str!("channels.rs")),
+            ("chart", include_str!("chart.rs")),
+            ("cluster", include_str!("cluster.rs")),
+            ("figures", include_str!("figures.rs")),
+            ("http2", include_str!("http2.rs")),
+            ("load", include_str!("load.rs")),
+            ("page", include_str!("page.rs")),
+            ("peers", include_str!("peers.rs")),
+            ("results", include_str!("results.rs")),
+            ("scenarios", include_str!("scenarios.rs")),
+            ("sides", include_str!("sides.rs")),
+            ("targets", include_str!("targets.rs")),
+            ("mod", include_str!("mod.rs")),
+        ];
+        let uses = |src: &str| -> Vec<&'static str> {
+            let code = src.split("#[cfg(test)]").next().unwrap_or(src);
+            SOURCES
+                .iter()
+                .map(|(name, _)| *name)
+                .filter(|name| code.contains(&format!("super::{name}")))
+                .collect()
+        };
+        let graph: Vec<(&str, Vec<&str>)> = SOURCES
+            .iter()
+            .map(|(name, src)| (*name, uses(src)))
+            .collect();
+        let deps = |name: &str| &graph.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(
+            deps("figures").is_empty(),
+            "figures is the leaf: {:?}",
+            deps("figures")
+        );
+        assert!(
+            graph
+                .iter()
+                .all(|(_, d)| !d.contains(&"page") && !d.contains(&"mod")),
+            "{graph:?}"
+        );
+        // Depth-first: a module met again on the path it is reached by is a circle.
+        fn visit<'a>(
+            name: &'a str,
+            path: &mut Vec<&'a str>,
+            deps: &dyn Fn(&str) -> &'a Vec<&'a str>,
+        ) {
+            assert!(
+                !path.contains(&name),
+                "an import circle: {path:?} -> {name}"
+            );
+            path.push(name);
+            for d in deps(name) {
+                visit(d, path, deps);
+            }
+            path.pop();
+        }
+        for (name, _) in &graph {
+            visit(name, &mut Vec::new(), &deps);
+        }
     }
 }

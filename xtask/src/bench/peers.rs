@@ -76,6 +76,14 @@ pub enum Program {
     Node(&'static str),
 }
 
+/// sse-counter, the peer the scenarios of sse-counter alone (`http2`, `cluster`) run.
+pub fn ours() -> &'static Peer {
+    PEERS
+        .iter()
+        .find(|p| p.id == PeerId::Ours)
+        .expect("sse-counter is a peer")
+}
+
 /// Every peer, in the order each scenario runs them (and the report's columns):
 /// alternating over the repeats, so drift in the machine's load falls on all of them
 /// alike.
@@ -291,6 +299,21 @@ pub fn probe(base: &str, path: &str) -> Result<(), String> {
     }
 }
 
+/// Waits until the server at `base` serves the shared counter (an instance on Redis
+/// answers 503 until its reader has connected).
+pub fn ready(base: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match probe(base, shared::paths::SHARED) {
+            Ok(()) => return Ok(()),
+            Err(why) if std::time::Instant::now() > deadline => {
+                anyhow::bail!("{base} does not serve the shared counter: {why}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 /// A server under test, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -363,7 +386,11 @@ mod tests {
 
     #[test]
     fn counter_urls_carry_the_interval_where_the_peer_reads_it() {
-        let sc = &scenarios(false)[0];
+        let sc = scenarios(false)
+            .into_iter()
+            .find(|s| s.name == "10 Hz")
+            .expect("a 10 Hz scenario");
+        let sc = &sc;
         assert_eq!(
             peer(PeerId::Ours).counter_url("http://127.0.0.1:9", sc),
             "http://127.0.0.1:9/api/counter?count=1000000&interval_ms=100"

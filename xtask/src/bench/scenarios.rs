@@ -1,6 +1,6 @@
 //! The load shapes `cargo xtask bench` runs against every peer, full size and `--quick`.
 
-use super::report::thousands;
+use super::figures::thousands;
 
 /// The most streams one server process can hold under a 20,000 open-files limit (what
 /// the project's machines give a process), leaving room for its listener, logs and
@@ -89,13 +89,20 @@ const fn counter(name: &'static str, streams: u64, interval_ms: u64, ramp: f64) 
     }
 }
 
-/// The scenarios at full size, in the order they run.
-const FULL: [Scenario; 5] = [
+/// The scenarios at full size, in the order they run: the small sizes first (what a
+/// small deployment costs at rest, and the sizes people run), then the large ones.
+const FULL: [Scenario; 7] = [
+    Scenario {
+        warmup: 2.0,
+        procs: 1,
+        ..counter("small", 100, 1000, 100.0)
+    },
     Scenario {
         warmup: 2.0,
         procs: 1,
         ..counter("10 Hz", 1_000, 100, 1000.0)
     },
+    counter("5k 1 Hz", 5_000, 1000, 2000.0),
     counter("1 Hz", 10_000, 1000, 2000.0),
     counter("most held", MAX_HELD, 1000, 2000.0),
     Scenario {
@@ -110,12 +117,24 @@ const FULL: [Scenario; 5] = [
 ];
 
 /// The same scenarios smaller, for `--quick`.
-const QUICK: [Scenario; 5] = [
+const QUICK: [Scenario; 7] = [
+    Scenario {
+        warmup: 1.0,
+        window: 4.0,
+        procs: 1,
+        ..counter("small", 30, 1000, 100.0)
+    },
     Scenario {
         warmup: 1.0,
         window: 4.0,
         procs: 1,
         ..counter("10 Hz", 300, 100, 1000.0)
+    },
+    Scenario {
+        warmup: 1.0,
+        window: 4.0,
+        procs: 1,
+        ..counter("5k 1 Hz", 1_000, 1000, 2000.0)
     },
     Scenario {
         warmup: 2.0,
@@ -160,6 +179,15 @@ mod tests {
         assert!(full
             .iter()
             .any(|s| s.load == Load::Fanout && s.streams == 10_000 && s.rate() == 10.0));
+        for (streams, rate) in [(100, 1.0), (1_000, 10.0), (5_000, 1.0), (10_000, 1.0)] {
+            assert!(
+                full.iter()
+                    .any(|s| s.steady() && s.streams == streams && s.rate() == rate),
+                "{streams} streams at {rate} Hz"
+            );
+        }
+        let small: Vec<u64> = full.iter().map(|s| s.streams).take(3).collect();
+        assert_eq!(small, [100, 1_000, 5_000], "the small sizes come first");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The targets sse-counter is held to, as one table, and the report's verdict on each.
 
-use super::peers::{PeerId, PEERS};
-use super::report::{
-    fmt, med, ratio, thousands, Figure, CPU, HEADERS_P99_MS, LATENCY_P99_MS, MEM_KIB,
+use super::figures::{
+    fmt, med, ratio, status, thousands, Figure, Row, CPU, FIRST_EVENT_P99_MS, HEADERS_P99_MS,
+    LATENCY_P99_MS, MEM_KIB,
 };
+use super::peers::{PeerId, PEERS};
+use super::results::Results;
 use super::scenarios::{Scenario, MAX_HELD};
-use super::Results;
 use std::fmt::Write as _;
 
 /// One promise about sse-counter's figures.
@@ -52,8 +53,51 @@ pub enum Check {
     },
 }
 
-/// Issue 13's targets (sse-counter next to the yardstick), then the held streams.
-pub const TARGETS: [Target; 6] = [
+/// sse-counter's CPU per event in `scenario` at most `times` the `peer`'s.
+const fn cpu(
+    text: &'static str,
+    scenario: &'static str,
+    peer: PeerId,
+    times: f64,
+    size: u64,
+) -> Target {
+    Target {
+        text,
+        check: Check::TimesPeer {
+            scenario,
+            figure: CPU,
+            peer,
+            times,
+            size,
+            floor_line: matches!(peer, PeerId::Yardstick),
+        },
+    }
+}
+
+/// sse-counter's `figure` (a time to headers or to the first event) in `scenario` at
+/// most twice the yardstick's.
+const fn twice_yardstick(
+    text: &'static str,
+    scenario: &'static str,
+    figure: Figure,
+    size: u64,
+) -> Target {
+    Target {
+        text,
+        check: Check::TimesPeer {
+            scenario,
+            figure,
+            peer: PeerId::Yardstick,
+            times: 2.0,
+            size,
+            floor_line: false,
+        },
+    }
+}
+
+/// Issue 13's targets (sse-counter next to the yardstick), then the held streams, then
+/// issue 23's: ahead of every peer at the sizes people run, and the first answer.
+pub const TARGETS: [Target; 14] = [
     Target {
         text: "per-client counter, 10,000 streams at 1 Hz: server CPU per event ≤ 1.2× the yardstick's",
         check: Check::TimesPeer {
@@ -119,15 +163,59 @@ pub const TARGETS: [Target; 6] = [
             size: MAX_HELD,
         },
     },
+    cpu(
+        "per-client counter, 1,000 streams at 10 Hz: server CPU per event ≤ 1.2× the yardstick's",
+        "10 Hz",
+        PeerId::Yardstick,
+        1.2,
+        1_000,
+    ),
+    cpu(
+        "per-client counter, 1,000 streams at 10 Hz: server CPU per event ≤ 0.8× naive warp's",
+        "10 Hz",
+        PeerId::Naive,
+        0.8,
+        1_000,
+    ),
+    cpu(
+        "per-client counter, 5,000 streams at 1 Hz: server CPU per event ≤ 1.2× the yardstick's",
+        "5k 1 Hz",
+        PeerId::Yardstick,
+        1.2,
+        5_000,
+    ),
+    cpu(
+        "per-client counter, 5,000 streams at 1 Hz: server CPU per event ≤ 0.8× naive warp's",
+        "5k 1 Hz",
+        PeerId::Naive,
+        0.8,
+        5_000,
+    ),
+    twice_yardstick(
+        "1,000 streams at 10 Hz: time to headers p99 ≤ 2× the yardstick's",
+        "10 Hz",
+        HEADERS_P99_MS,
+        1_000,
+    ),
+    twice_yardstick(
+        "1,000 streams at 10 Hz: time to first event p99 ≤ 2× the yardstick's",
+        "10 Hz",
+        FIRST_EVENT_P99_MS,
+        1_000,
+    ),
+    twice_yardstick(
+        "10,000 connections at once: time to headers p99 ≤ 2× the yardstick's",
+        "burst",
+        HEADERS_P99_MS,
+        10_000,
+    ),
+    twice_yardstick(
+        "10,000 connections at once: time to first event p99 ≤ 2× the yardstick's",
+        "burst",
+        FIRST_EVENT_P99_MS,
+        10_000,
+    ),
 ];
-
-/// One row of the report's targets table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub target: String,
-    pub measured: String,
-    pub status: String,
-}
 
 /// The targets table's rows; a target whose scenario is not in the plan is left out.
 pub fn rows(plan: &[Scenario], res: &Results) -> Vec<Row> {
@@ -320,19 +408,6 @@ fn held_clean(
             slow_note
         ),
     )
-}
-
-/// Whether a target is met, not met (with the gap), or was not measured at its size.
-pub fn status(met: Option<bool>, gap: String, measured_at_size: bool) -> String {
-    match (met, measured_at_size) {
-        (None, _) => "not measured (a run failed)".into(),
-        (Some(true), true) => "**met**".into(),
-        (Some(false), true) => format!("**not met**: {gap}"),
-        (Some(true), false) => "met at the size --quick runs; not measured at full size".into(),
-        (Some(false), false) => {
-            format!("not met at the size --quick runs ({gap}); not measured at full size")
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,204 +1,19 @@
-//! `docs/benchmarks.md` from the typed reports: the figures each table shows, medians
-//! over the repeats, and the page itself.
+//! `docs/benchmarks.md` from what a run measured: the machine, the targets table, a
+//! section per scenario (those of `http2`, `cluster` and `channels` written by their
+//! modules), and
+//! how it is measured. It is the top of the task's modules: it uses the others, and
+//! none uses it.
 
+use super::figures::{
+    fmt, med, ratio, spread, Figure, CPU, HEADERS_P99_MS, LATENCY_P99_MS, MEM_KIB, ROWS,
+};
 use super::peers::{Peer, PeerId, EXPRESS_VERSION, PEERS};
+use super::results::{Meta, Results};
 use super::scenarios::Scenario;
 use super::targets;
-use super::{Meta, Results};
 use crate::util::{machine, output};
-use ::bench::report::Report;
 use std::fmt::Write as _;
 use std::process::Command;
-
-/// `min–max` of `figure` over the runs that have it, for the "spread over the repeats"
-/// lines under every table.
-pub fn spread(runs: &[Option<Report>], figure: Figure, decimals: usize) -> String {
-    let xs: Vec<f64> = runs.iter().flatten().filter_map(figure.get).collect();
-    let lo = xs.iter().copied().reduce(f64::min);
-    let hi = xs.iter().copied().reduce(f64::max);
-    format!("{}–{}", fmt(lo, decimals), fmt(hi, decimals))
-}
-
-/// One figure read from a report: a row of every scenario's table.
-#[derive(Debug, Clone, Copy)]
-pub struct Figure {
-    pub label: &'static str,
-    /// The unit after a number, as the targets table writes it.
-    pub unit: &'static str,
-    pub get: fn(&Report) -> Option<f64>,
-    pub decimals: usize,
-    /// Whether an ours/peer ratio means something for this figure.
-    pub ratio: bool,
-}
-
-pub const CPU: Figure = Figure {
-    label: "server CPU per event (µs)",
-    unit: "µs",
-    get: |r| r.server?.cpu_us_per_event,
-    decimals: 2,
-    ratio: true,
-};
-pub const MEM_KIB: Figure = Figure {
-    label: "server memory per stream (KiB)",
-    unit: "KiB",
-    get: |r| r.server?.rss_per_stream_bytes.map(|b| b / 1024.0),
-    decimals: 2,
-    ratio: true,
-};
-pub const HEADERS_P99_MS: Figure = Figure {
-    label: "time to headers p99 (ms)",
-    unit: "ms",
-    get: |r| ms(r.time_to_headers_us.p99),
-    decimals: 2,
-    ratio: true,
-};
-pub const LATENCY_P99_MS: Figure = Figure {
-    label: "delivery latency p99 (ms)",
-    unit: "ms",
-    get: |r| ms(r.latency_us.p99),
-    decimals: 3,
-    ratio: true,
-};
-
-/// The rows of every scenario's table, in order.
-pub const ROWS: [Figure; 16] = [
-    CPU,
-    MEM_KIB,
-    Figure {
-        label: "established",
-        unit: "",
-        get: |r| Some(r.established as f64),
-        decimals: 0,
-        ratio: false,
-    },
-    Figure {
-        label: "failed",
-        unit: "",
-        get: |r| Some(r.failed_total as f64),
-        decimals: 0,
-        ratio: false,
-    },
-    Figure {
-        label: "events/s in window",
-        unit: "",
-        get: |r| Some(r.events_per_sec),
-        decimals: 0,
-        ratio: false,
-    },
-    Figure {
-        label: "events/s expected",
-        unit: "",
-        get: |r| r.expected_events_per_sec,
-        decimals: 0,
-        ratio: false,
-    },
-    Figure {
-        label: "gaps",
-        unit: "",
-        get: |r| Some(r.gaps as f64),
-        decimals: 0,
-        ratio: false,
-    },
-    Figure {
-        label: "repeats",
-        unit: "",
-        get: |r| Some(r.repeats as f64),
-        decimals: 0,
-        ratio: false,
-    },
-    Figure {
-        label: "time to headers p50 (ms)",
-        unit: "ms",
-        get: |r| ms(r.time_to_headers_us.p50),
-        decimals: 2,
-        ratio: true,
-    },
-    HEADERS_P99_MS,
-    Figure {
-        label: "time to first event p99 (ms)",
-        unit: "ms",
-        get: |r| ms(r.time_to_first_event_us.p99),
-        decimals: 1,
-        ratio: false,
-    },
-    Figure {
-        label: "delivery latency p50 (ms)",
-        unit: "ms",
-        get: |r| ms(r.latency_us.p50),
-        decimals: 3,
-        ratio: true,
-    },
-    LATENCY_P99_MS,
-    Figure {
-        label: "delivery latency max (ms)",
-        unit: "ms",
-        get: |r| ms(r.latency_us.max),
-        decimals: 1,
-        ratio: false,
-    },
-    Figure {
-        label: "server cores busy",
-        unit: "",
-        get: |r| Some(r.server?.cpu_cores),
-        decimals: 2,
-        ratio: false,
-    },
-    Figure {
-        label: "server RSS steady (MiB)",
-        unit: "MiB",
-        get: |r| Some(r.server?.rss_steady_kib as f64 / 1024.0),
-        decimals: 1,
-        ratio: false,
-    },
-];
-
-/// Microseconds from a report as milliseconds.
-fn ms(us: Option<u64>) -> Option<f64> {
-    us.map(|us| us as f64 / 1000.0)
-}
-
-pub fn median(mut xs: Vec<f64>) -> Option<f64> {
-    xs.retain(|x| x.is_finite());
-    if xs.is_empty() {
-        return None;
-    }
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    Some(if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    })
-}
-
-/// The median over the repeats of one figure, skipping runs that failed.
-pub fn med(runs: &[Option<Report>], figure: Figure) -> Option<f64> {
-    median(runs.iter().flatten().filter_map(figure.get).collect())
-}
-
-pub fn fmt(x: Option<f64>, decimals: usize) -> String {
-    x.map_or_else(|| "n/a".into(), |x| format!("{x:.decimals$}"))
-}
-
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-pub fn ratio(ours: Option<f64>, peer: Option<f64>) -> String {
-    match (ours, peer) {
-        (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-        _ => "n/a".into(),
-    }
-}
 
 /// The peers sse-counter is compared with, in table order.
 fn others() -> impl Iterator<Item = &'static Peer> {
@@ -230,10 +45,12 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     writeln!(md, "| --- | --- | --- |")?;
     let http2_rows = res.http2.iter().flat_map(super::http2::target_rows);
     let cluster_rows = res.cluster.iter().flat_map(super::cluster::target_rows);
+    let channels_rows = res.channels.iter().flat_map(super::channels::target_rows);
     for row in targets::rows(plan, res)
         .into_iter()
         .chain(http2_rows)
         .chain(cluster_rows)
+        .chain(channels_rows)
     {
         writeln!(md, "| {} | {} | {} |", row.target, row.measured, row.status)?;
     }
@@ -259,6 +76,9 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     }
     if let Some(outcome) = &res.cluster {
         super::cluster::section(&mut md, outcome)?;
+    }
+    if let Some(outcome) = &res.channels {
+        super::channels::section(&mut md, outcome)?;
     }
     if !res.failures.is_empty() {
         writeln!(md, "## Runs that failed\n")?;
@@ -531,23 +351,6 @@ mod tests {
     use crate::bench::tests::report_with;
 
     #[test]
-    fn medians_skip_missing_runs() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
-        let runs = [
-            Some(report_with(|r| {
-                r.server.as_mut().unwrap().cpu_us_per_event = Some(5.0)
-            })),
-            None,
-            Some(report_with(|r| {
-                r.server.as_mut().unwrap().cpu_us_per_event = Some(7.0)
-            })),
-        ];
-        assert_eq!(med(&runs, CPU), Some(6.0));
-    }
-
-    #[test]
     fn every_scenario_gets_a_table_with_every_peer_and_every_figure() {
         let plan = crate::bench::scenarios::scenarios(true);
         let mut res = Results::new(plan.len());
@@ -581,14 +384,5 @@ mod tests {
         // A peer a scenario did not run against is named under its table, with why.
         assert!(md.contains("- Express (seed): not run, it has no shared counter."));
         assert!(!md.contains("## Runs that failed"));
-    }
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(thousands(19_900), "19,900");
-        assert_eq!(thousands(300), "300");
-        assert_eq!(thousands(1_000_000), "1,000,000");
-        assert_eq!(ratio(Some(1.0), Some(4.0)), "0.25×");
-        assert_eq!(ratio(Some(1.0), None), "n/a");
     }
 }

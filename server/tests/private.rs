@@ -1,0 +1,540 @@
+//! Private channels over real sockets: who may subscribe (bearer or the `sse_token`
+//! cookie, never the URL), every 401 and 403, streams that end when their token
+//! expires or their session is revoked, the demo sign-in's cookie over HTTP and HTTPS,
+//! CSRF on a cookie publish, and CORS with credentials.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use server::auth::{Claims, Rules, Verifier};
+use server::Config;
+use shared::channels::{ChannelEnd, Revoked, Session};
+use shared::{events, EndReason, Pattern};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::tokens::now_secs;
+use support::{config, spawn, within_for, Endpoint as _, Finish, Sse, TestServer};
+
+const SECRET: &[u8] = b"a private test secret, at least 32 bytes";
+const EVENTS: &str = shared::paths::EVENTS;
+
+/// Claims for `sub` of `ttl` seconds that may publish anywhere and subscribe to
+/// `subscribe`.
+fn claims(sub: &str, ttl: u64, subscribe: &[&str]) -> Claims {
+    support::tokens::claims(sub, ttl, &["*"], subscribe)
+}
+
+fn sign(claims: &Claims) -> String {
+    support::tokens::sign(SECRET, claims)
+}
+
+fn private_config() -> Config {
+    Config {
+        auth: Some(Arc::new(
+            Verifier::from_secret(SECRET, Rules::default()).unwrap(),
+        )),
+        public_channels: vec![Pattern::new("news/*").unwrap()],
+        channel_publish_rate: 1_000_000,
+        demo_login: true,
+        ..config()
+    }
+}
+
+async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> support::Reply {
+    let mut req = server.client.get(server.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    // Refusals end; a 200 is a stream whose head is enough.
+    let res = within_for(server.limit(), "GET", req.send()).await.unwrap();
+    if res.status() == StatusCode::OK {
+        return support::Reply {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: Vec::new(),
+        };
+    }
+    support::Reply::read(res, "refusal").await
+}
+
+async fn publish(
+    server: &TestServer,
+    token: &str,
+    channel: &str,
+    data: serde_json::Value,
+) -> String {
+    let req = server
+        .client
+        .post(server.url(shared::paths::PUBLISH))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(json!({"channel": channel, "data": data}).to_string());
+    let reply = server.send(req, "publish").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn next(sse: &mut Sse) -> eventsource_stream::Event {
+    sse.next_except(&[events::HEARTBEAT])
+        .await
+        .expect("an event")
+}
+
+#[tokio::test]
+async fn every_refusal_of_a_private_subscription_names_the_channel() {
+    let server = spawn(private_config()).await;
+    let path = format!("{EVENTS}?channel=news/a&channel=rooms/a");
+    let ok = sign(&claims("ann", 600, &["rooms/*"]));
+    let expired = sign(&claims("ann", 0, &["rooms/*"]).tap(|c| c.exp = now_secs() - 60));
+    let other_key = Verifier::from_secret(
+        b"another private secret of 32 bytes or more",
+        Rules::default(),
+    )
+    .unwrap()
+    .sign(&claims("ann", 600, &["rooms/*"]))
+    .unwrap();
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none"}"#),
+        b64(&json!({"exp": now_secs() + 60, "sse": {"subscribe": ["*"]}}).to_string())
+    );
+    let no_grant = sign(&claims("ann", 600, &["users/ann"]));
+    let bearer = |t: &str| format!("Bearer {t}");
+    /// What is sent, what must come back, and its `WWW-Authenticate`.
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, StatusCode, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
+        ("no token", vec![], StatusCode::UNAUTHORIZED, Some("Bearer")),
+        (
+            "expired",
+            vec![("authorization", bearer(&expired))],
+            StatusCode::UNAUTHORIZED,
+            Some("Bearer error=\"invalid_token\""),
+        ),
+        (
+            "another key",
+            vec![("authorization", bearer(&other_key))],
+            StatusCode::UNAUTHORIZED,
+            Some("Bearer error=\"invalid_token\""),
+        ),
+        (
+            "alg none",
+            vec![("authorization", bearer(&alg_none))],
+            StatusCode::UNAUTHORIZED,
+            Some("Bearer error=\"invalid_token\""),
+        ),
+        (
+            "a bad cookie",
+            vec![("cookie", "sse_token=nonsense".to_owned())],
+            StatusCode::UNAUTHORIZED,
+            Some("Bearer error=\"invalid_token\""),
+        ),
+        (
+            "not granted",
+            vec![("authorization", bearer(&no_grant))],
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+    ];
+    for (what, headers, want, www) in cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = get(&server, &path, &headers).await;
+        assert_eq!(reply.status, want, "{what}: {}", reply.text());
+        assert_eq!(reply.header("www-authenticate"), www, "{what}");
+        let body = reply.error_body();
+        assert_eq!(body.param.as_deref(), Some("channel"), "{what}");
+        assert_eq!(
+            body.value.as_deref(),
+            Some("rooms/a"),
+            "{what}: names the channel"
+        );
+    }
+    // Another audience: a server that requires one.
+    let strict = spawn(Config {
+        auth: Some(Arc::new(
+            Verifier::from_secret(
+                SECRET,
+                Rules {
+                    audience: Some("chat".into()),
+                    issuer: None,
+                },
+            )
+            .unwrap(),
+        )),
+        ..private_config()
+    })
+    .await;
+    let mut other_aud = claims("ann", 600, &["rooms/*"]);
+    other_aud.aud = Some("billing".into());
+    for token in [sign(&other_aud), ok.clone()] {
+        let reply = get(&strict, &path, &[("authorization", &bearer(&token))]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    }
+    // Never in the URL.
+    for param in ["token", "access_token", "authorization"] {
+        let reply = get(&server, &format!("{path}&{param}={ok}"), &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{param}");
+        let body = reply.error_body();
+        assert_eq!(body.param.as_deref(), Some(param));
+        assert!(
+            body.error.contains("never travels in a URL"),
+            "{}",
+            body.error
+        );
+        assert!(!reply.text().contains(&ok), "the token is not echoed");
+    }
+    // Granted: by bearer and by cookie; public channels and the counter need nothing.
+    assert_eq!(
+        get(&server, &path, &[("authorization", &bearer(&ok))])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(
+            &server,
+            &path,
+            &[("cookie", &format!("a=b; sse_token={ok}"))]
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let anyone = get(
+        &server,
+        &format!("{EVENTS}?channel=news/a&channel=counter"),
+        &[],
+    )
+    .await;
+    assert_eq!(anyone.status, StatusCode::OK, "public without a token");
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+impl<T> Tap for T {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_at_its_tokens_exp_and_sends_nothing_after() {
+    let server = spawn(Config {
+        keep_alive: Duration::from_millis(100),
+        ..private_config()
+    })
+    .await;
+    let short = claims("ann", 2, &["rooms/*"]);
+    let exp = short.exp;
+    let token = sign(&short);
+    let mut sse = server
+        .sse(
+            &format!("{EVENTS}?channel=rooms/a"),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    server
+        .wait_for_metric("sse_channel_subscriptions", 1.0)
+        .await;
+    let id = publish(&server, &token, "rooms/a", json!("before")).await;
+    assert_eq!(next(&mut sse).await.id, id);
+    let started = Instant::now();
+    let end = within_for(Duration::from_secs(10), "the end at exp", next(&mut sse)).await;
+    assert_eq!(end.event, events::END);
+    let end: ChannelEnd = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(
+        end,
+        ChannelEnd {
+            reason: EndReason::Expired,
+            last: Some(id)
+        }
+    );
+    assert!(now_secs() >= exp, "not before exp");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "at exp, not long after"
+    );
+    assert_eq!(
+        sse.next().await.unwrap_err(),
+        Finish::Closed,
+        "nothing after"
+    );
+    assert_eq!(
+        server
+            .metric("sse_disconnects_total{reason=\"expired\"}")
+            .await,
+        1.0
+    );
+}
+
+/// `POST /api/session` for `name`: the cookie header to send back, and the raw
+/// `Set-Cookie`.
+async fn sign_in(server: &TestServer, name: &str) -> (String, String) {
+    let req = server
+        .client
+        .post(server.url(shared::paths::SESSION))
+        .header("content-type", "application/json")
+        .body(json!({"name": name}).to_string());
+    let reply = server.send(req, "sign in").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let session: Session = reply.json_as();
+    assert_eq!(session.name, name);
+    let set = reply.header("set-cookie").expect("Set-Cookie").to_owned();
+    let pair = set.split(';').next().unwrap().to_owned();
+    (pair, set)
+}
+
+#[tokio::test]
+async fn the_demo_sign_in_sets_an_httponly_cookie_the_stream_uses_and_sign_out_revokes_it() {
+    let server = spawn(private_config()).await;
+    let (cookie, set) = sign_in(&server, "ada").await;
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/api/", "Max-Age=900"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    assert!(!set.contains("Secure"), "not over plain HTTP: {set}");
+    let who = server
+        .send(
+            server
+                .client
+                .get(server.url(shared::paths::SESSION))
+                .header("cookie", &cookie),
+            "who",
+        )
+        .await;
+    assert_eq!(who.json_as::<Session>().name, "ada");
+    let nobody = server.fetch(shared::paths::SESSION).await;
+    assert_eq!(nobody.status, StatusCode::UNAUTHORIZED);
+    // Its own users/ channel and the rooms, not another user's.
+    let mine = format!("{EVENTS}?channel=rooms/lobby&channel=users/ada");
+    let mut sse = server.sse(&mine, &[("cookie", &cookie)]).await;
+    assert_eq!(sse.status, StatusCode::OK);
+    let theirs = get(
+        &server,
+        &format!("{EVENTS}?channel=users/bob"),
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(theirs.status, StatusCode::FORBIDDEN);
+    // A publish from the page: the cookie, and the page's own origin.
+    let post = |origin: &str| {
+        server
+            .client
+            .post(server.url(shared::paths::PUBLISH))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .body(r#"{"channel":"rooms/lobby","data":{"text":"<script>x</script>"},"type":"message"}"#)
+    };
+    let evil = server
+        .send(post("http://evil.example"), "cross-site publish")
+        .await;
+    assert_eq!(
+        evil.status,
+        StatusCode::FORBIDDEN,
+        "CSRF: another site's page"
+    );
+    let own = server.send(post(&server.origin()), "own publish").await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text());
+    let msg = next(&mut sse).await;
+    let data: serde_json::Value = serde_json::from_str(&msg.data).unwrap();
+    assert_eq!(data["from"], "ada");
+    assert_eq!(data["data"]["text"], "<script>x</script>", "text, as sent");
+    // Refresh: a fresh cookie, the same session.
+    let refreshed = server
+        .send(
+            server
+                .client
+                .post(server.url(shared::paths::SESSION_REFRESH))
+                .header("cookie", &cookie),
+            "refresh",
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    let fresh = refreshed
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Sign out in "another tab": the open stream ends with revoked within 1 s.
+    let out = server
+        .send(
+            server
+                .client
+                .delete(server.url(shared::paths::SESSION))
+                .header("cookie", &fresh),
+            "sign out",
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(
+        out.header("set-cookie").unwrap().contains("Max-Age=0"),
+        "cleared"
+    );
+    let end = within_for(Duration::from_secs(1), "the revoked end", next(&mut sse)).await;
+    let end: ChannelEnd = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(end.reason, EndReason::Revoked);
+    // Both cookies of that session are refused from now on.
+    for c in [&cookie, &fresh] {
+        let again = get(&server, &mine, &[("cookie", c)]).await;
+        assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.text());
+    }
+}
+
+#[tokio::test]
+async fn over_https_the_cookie_is_secure() {
+    let (tls, cert) = support::tls::tls_config();
+    let server = support::tls::spawn_tls(
+        Config {
+            demo_login: true,
+            ..tls
+        },
+        cert,
+    )
+    .await;
+    let mut conn = server.https1().await;
+    let body = r#"{"name":"ada"}"#;
+    conn.send(
+        format!(
+            "POST /api/session HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 200);
+    let set = head.header("set-cookie").expect("Set-Cookie");
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/api/"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+}
+
+#[tokio::test]
+async fn cors_with_credentials_for_named_origins_only() {
+    let named = spawn(Config {
+        cors_origins: vec!["http://app.example".into()],
+        ..private_config()
+    })
+    .await;
+    let reply = get(
+        &named,
+        &format!("{EVENTS}?channel=news/a"),
+        &[("origin", "http://app.example")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    assert_eq!(
+        reply.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    let pre = named
+        .send(
+            named
+                .client
+                .request(
+                    reqwest::Method::OPTIONS,
+                    named.url(&format!("{EVENTS}?channel=news/a")),
+                )
+                .header("origin", "http://app.example")
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "last-event-id"),
+            "preflight",
+        )
+        .await;
+    assert_eq!(pre.status, StatusCode::NO_CONTENT);
+    let allowed = pre.header("access-control-allow-headers").unwrap();
+    assert!(
+        allowed.contains("last-event-id") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    assert_eq!(pre.header("access-control-allow-credentials"), Some("true"));
+    let any = spawn(Config {
+        cors_origins: vec!["*".into()],
+        ..private_config()
+    })
+    .await;
+    let reply = get(
+        &any,
+        &format!("{EVENTS}?channel=news/a"),
+        &[("origin", "http://app.example")],
+    )
+    .await;
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        reply.header("access-control-allow-credentials"),
+        None,
+        "never with *"
+    );
+}
+
+#[tokio::test]
+async fn revoke_needs_the_grant_and_ends_only_that_sessions_streams() {
+    let server = spawn(private_config()).await;
+    let with_sid =
+        |sid: &str| sign(&claims("ann", 600, &["rooms/*"]).tap(|c| c.sid = Some(sid.into())));
+    let (s1, s2) = (with_sid("s1"), with_sid("s2"));
+    let path = format!("{EVENTS}?channel=rooms/a");
+    let mut one: Vec<Sse> = Vec::new();
+    for _ in 0..5 {
+        one.push(
+            server
+                .sse(&path, &[("authorization", &format!("Bearer {s1}"))])
+                .await,
+        );
+    }
+    let mut two = server
+        .sse(&path, &[("authorization", &format!("Bearer {s2}"))])
+        .await;
+    server
+        .wait_for_metric("sse_channel_subscriptions", 6.0)
+        .await;
+    let revoke = |token: Option<&str>| {
+        let mut req = server
+            .client
+            .post(server.url(shared::paths::REVOKE))
+            .header("content-type", "application/json")
+            .body(r#"{"sid":"s1"}"#);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    };
+    assert_eq!(
+        server.send(revoke(None), "no token").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.send(revoke(Some(&s2)), "no grant").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let admin = sign(&claims("ops", 600, &[]).tap(|c| c.sse.revoke = true));
+    let reply = server.send(revoke(Some(&admin)), "revoke").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json_as::<Revoked>(), Revoked { ended: 5 });
+    for sse in &mut one {
+        let end = within_for(Duration::from_secs(1), "revoked end", next(sse)).await;
+        assert!(end.data.contains("\"revoked\""), "{end:?}");
+    }
+    let id = publish(&server, &s2, "rooms/a", json!(1)).await;
+    assert_eq!(next(&mut two).await.id, id, "the other session goes on");
+    let again = get(
+        &server,
+        &path,
+        &[("authorization", &format!("Bearer {s1}"))],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+}
