@@ -12,7 +12,7 @@ use server::Config;
 use shared::channels::{ChannelEnd, Revoked, Session};
 use shared::{events, EndReason, Pattern};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::tokens::now_secs;
 use support::{config, spawn, within_for, Endpoint as _, Finish, Sse, TestServer};
 
@@ -223,6 +223,14 @@ impl<T> Tap for T {
     }
 }
 
+/// The wall clock in microseconds since the UNIX epoch.
+fn now_us() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    u64::try_from(now.as_micros()).expect("a sane clock")
+}
+
 #[tokio::test]
 async fn a_stream_ends_at_its_tokens_exp_and_sends_nothing_after() {
     let server = spawn(Config {
@@ -230,8 +238,13 @@ async fn a_stream_ends_at_its_tokens_exp_and_sends_nothing_after() {
         ..private_config()
     })
     .await;
+    // Half-way through a second: a deadline counted from the second rounded down would
+    // then run half a second past `exp`, long enough for the publisher below to show it.
+    let into_second = now_us() % 1_000_000;
+    let to_middle = (1_500_000 - into_second) % 1_000_000;
+    tokio::time::sleep(Duration::from_micros(to_middle)).await;
     let short = claims("ann", 2, &["rooms/*"]);
-    let exp = short.exp;
+    let exp_us = short.exp * 1_000_000;
     let token = sign(&short);
     let mut sse = server
         .sse(
@@ -243,28 +256,82 @@ async fn a_stream_ends_at_its_tokens_exp_and_sends_nothing_after() {
     server
         .wait_for_metric("sse_channel_subscriptions", 1.0)
         .await;
-    let id = publish(&server, &token, "rooms/a", json!("before")).await;
-    assert_eq!(next(&mut sse).await.id, id);
-    let started = Instant::now();
-    let end = within_for(Duration::from_secs(10), "the end at exp", next(&mut sse)).await;
-    assert_eq!(end.event, events::END);
-    let end: ChannelEnd = serde_json::from_str(&end.data).unwrap();
-    assert_eq!(
-        end,
-        ChannelEnd {
-            reason: EndReason::Expired,
-            last: Some(id)
+    // A publisher (with a token of its own) every 20 ms, on until well past `exp`.
+    let publisher = sign(&claims("pub", 600, &[]));
+    let publishing = {
+        let client = server.client.clone();
+        let url = server.url(shared::paths::PUBLISH);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut published = 0_usize;
+            while now_us() < exp_us + 1_000_000 {
+                tick.tick().await;
+                let req = client
+                    .post(&url)
+                    .bearer_auth(&publisher)
+                    .header("content-type", "application/json")
+                    .body(json!({"channel": "rooms/a", "data": now_us()}).to_string());
+                let res = within_for(Duration::from_secs(5), "a publish", req.send())
+                    .await
+                    .expect("the publish is answered");
+                assert_eq!(res.status(), StatusCode::OK);
+                published += 1;
+            }
+            published
+        })
+    };
+    let mut delivered = Vec::new();
+    let end = loop {
+        let event = within_for(Duration::from_secs(10), "the end at exp", next(&mut sse)).await;
+        if event.event == events::END {
+            break event;
         }
+        delivered.push(event);
+    };
+    let ended_at_us = now_us();
+    let end: ChannelEnd = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(end.reason, EndReason::Expired);
+    assert_eq!(
+        end.last.as_deref(),
+        delivered.last().map(|e| e.id.as_str()),
+        "the end names the last event sent"
     );
-    assert!(now_secs() >= exp, "not before exp");
+    for event in &delivered {
+        let data: shared::channels::ChannelEvent<'_> = serde_json::from_str(&event.data).unwrap();
+        assert!(
+            data.sent_at_us < exp_us,
+            "an event published {} us after exp was sent",
+            data.sent_at_us - exp_us
+        );
+    }
+    let last_us = delivered
+        .iter()
+        .map(|e| serde_json::from_str::<shared::channels::ChannelEvent<'_>>(&e.data).unwrap())
+        .map(|d| d.sent_at_us)
+        .max()
+        .expect("events before exp were delivered");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "at exp, not long after"
+        exp_us - last_us < 500_000,
+        "the stream was live until shortly before exp: the last event was {} us before it",
+        exp_us - last_us
+    );
+    assert!(ended_at_us >= exp_us, "not before exp");
+    assert!(
+        ended_at_us - exp_us < 300_000,
+        "promptly at exp: {} us after it",
+        ended_at_us - exp_us
     );
     assert_eq!(
         sse.next().await.unwrap_err(),
         Finish::Closed,
         "nothing after"
+    );
+    let published = within_for(Duration::from_secs(10), "the publisher", publishing)
+        .await
+        .unwrap();
+    assert!(
+        published > delivered.len(),
+        "some events came after exp, and were not sent"
     );
     assert_eq!(
         server

@@ -9,7 +9,7 @@ use crate::streams::channels::ChannelSubscriber;
 use shared::channels::COUNTER;
 use shared::channels::{EventsParams, Resume};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use warp::reply::Response;
 use warp::Filter;
 
@@ -100,6 +100,12 @@ fn authorize(
         ApiError::Unauthorized { error, .. } => refused(error, true, true),
         other => refused(other.to_string(), false, false),
     })?;
+    // The leeway is for accepting a token; the stream ends at `exp` itself, measured to
+    // the microsecond: a deadline taken from whole seconds would run up to 1 s past it.
+    let Some(left) = until_exp(claims.exp, SystemTime::now()) else {
+        // Within the verifier's leeway, but a stream must not outlive it.
+        return Err(refused("the token has expired".to_owned(), true, true));
+    };
     if let Some(denied) = channels
         .iter()
         .find(|c| !public(c) && !claims.sse.may_subscribe(c))
@@ -111,15 +117,38 @@ fn authorize(
             invalid_token: false,
         });
     }
-    let now = credential::now_secs();
-    if claims.exp <= now {
-        // Within the verifier's leeway, but a stream must not outlive it.
-        return Err(refused("the token has expired".to_owned(), true, true));
-    }
-    let until = tokio::time::Instant::now() + Duration::from_secs(claims.exp - now);
+    let until = tokio::time::Instant::now() + left;
     let cancel = claims
         .sid
         .as_deref()
         .map(|sid| state.revocations.watch(sid));
     Ok(Some(Access { until, cancel }))
+}
+
+/// How long from `now` until `exp` (UNIX seconds), to the clock's precision; `None` when
+/// `exp` has come.
+fn until_exp(exp: u64, now: SystemTime) -> Option<Duration> {
+    let now = now.duration_since(UNIX_EPOCH).ok()?;
+    Duration::from_secs(exp)
+        .checked_sub(now)
+        .filter(|left| !left.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streams_time_left_counts_the_part_of_a_second_gone() {
+        let at = |secs: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms);
+        assert_eq!(until_exp(100, at(98, 0)), Some(Duration::from_secs(2)));
+        assert_eq!(
+            until_exp(100, at(99, 900)),
+            Some(Duration::from_millis(100)),
+            "not the whole second that 99 rounded down would give"
+        );
+        assert_eq!(until_exp(100, at(100, 0)), None, "exp has come");
+        assert_eq!(until_exp(100, at(100, 1)), None);
+        assert_eq!(until_exp(100, at(104, 0)), None, "leeway is for accepting");
+    }
 }
