@@ -605,3 +605,85 @@ async fn revoke_needs_the_grant_and_ends_only_that_sessions_streams() {
     .await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
 }
+
+/// Sleeps until the wall clock's UNIX second `secs` has begun: what is waited for is the
+/// clock itself (a token's `exp` and its leeway going by).
+async fn until_unix_second(secs: u64) {
+    let at = secs * 1_000_000;
+    let now = now_us();
+    if at > now {
+        tokio::time::sleep(Duration::from_micros(at - now)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_until_its_tokens_exp_and_no_longer() {
+    let server = spawn(private_config()).await;
+    let in_session =
+        |ttl: u64| sign(&claims("ann", ttl, &["rooms/*"]).tap(|c| c.sid = Some("brief".into())));
+    // The session's token, of a second or two: the stream opened with it tells the
+    // server when it expires.
+    let short = claims("ann", 2, &["rooms/*"]).tap(|c| c.sid = Some("brief".into()));
+    let exp = short.exp;
+    let token = sign(&short);
+    let path = format!("{EVENTS}?channel=rooms/a");
+    let mut sse = server
+        .sse(&path, &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    let admin = sign(&claims("ops", 600, &[]).tap(|c| c.sse.revoke = true));
+    let reply = server
+        .send(
+            server
+                .client
+                .post(server.url(shared::paths::REVOKE))
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body(r#"{"sid":"brief"}"#),
+            "revoke",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json_as::<Revoked>(), Revoked { ended: 1 });
+    let end = within_for(Duration::from_secs(1), "the revoked end", next(&mut sse)).await;
+    assert!(end.data.contains("\"revoked\""), "{end:?}");
+    let publish_with = |t: &str| {
+        server
+            .client
+            .post(server.url(shared::paths::PUBLISH))
+            .bearer_auth(t)
+            .header("content-type", "application/json")
+            .body(json!({"channel": "rooms/a", "data": 1}).to_string())
+    };
+    let renewed = in_session(600);
+    let refused_as_revoked = async |t: &str, what: &str| {
+        let reply = server.send(publish_with(t), what).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(reply.error_body().error.contains("revoked"), "{what}");
+    };
+    refused_as_revoked(&token, "the revoked token").await;
+    // Past `exp` but within the leeway the verifier still accepts the token: the
+    // revocation refuses it, as revoked.
+    until_unix_second(exp + 1).await;
+    refused_as_revoked(&token, "the revoked token, within the leeway").await;
+    // Once no token of the session seen here can be accepted, the session is no longer
+    // refused (not for 24 hours): a token of it that this server never saw opens. (One
+    // presented while the session is refused would have been refused until its own
+    // `exp`: `access.rs`'s unit tests show that.)
+    until_unix_second(exp + server::auth::LEEWAY_SECS + 1).await;
+    let reply = server.send(publish_with(&renewed), "after exp").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        get(
+            &server,
+            &path,
+            &[("authorization", &format!("Bearer {renewed}"))]
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let old = server.send(publish_with(&token), "the old token").await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    assert!(old.error_body().error.contains("expired"), "{}", old.text());
+}

@@ -81,7 +81,9 @@ pub fn verify(state: &AppState, token: &str) -> Result<Claims, ApiError> {
             invalid_token: true,
         })?;
     if let Some(sid) = &claims.sid {
-        if state.revocations.is_revoked(sid, now_secs()) {
+        // Accepted until the leeway after `exp`: a revocation refuses it that long.
+        let accepted_until = claims.exp.saturating_add(crate::auth::LEEWAY_SECS);
+        if state.revocations.presented(sid, accepted_until, now_secs()) {
             return Err(ApiError::Unauthorized {
                 error: "the token's session was revoked".to_owned(),
                 invalid_token: true,

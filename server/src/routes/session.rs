@@ -24,8 +24,10 @@ use warp::{Filter, Reply};
 /// The largest body these routes read.
 const MAX_BODY: u64 = 1024;
 
-/// How long a revoked session stays refused when the revoker cannot know its tokens'
-/// `exp` (`POST /api/revoke`): longer than any demo session, and bounded.
+/// How long a session revoked by `POST /api/revoke` stays refused when no token of it
+/// was seen here, so that its tokens' `exp` is unknown: longer than any demo session,
+/// and bounded. An instance that saw one keeps the revocation until that token's `exp`
+/// (and the leeway) if that is later (`access::Revocations::revoke`).
 const REVOKED_FOR_SECS: u64 = 24 * 3600;
 
 type Query = Vec<(String, String)>;
@@ -116,8 +118,14 @@ where
                 ));
             }
             let request: RevokeRequest = json_body(headers, body).await?;
+            // Until the session's tokens expire: the last second one seen here is
+            // accepted (its `exp` and the leeway).
             let now = credential::now_secs();
-            let ended = revoke(state, &request.sid, now + REVOKED_FOR_SECS).await?;
+            let until = state
+                .revocations
+                .accepted_until(&request.sid, now)
+                .unwrap_or(now + REVOKED_FOR_SECS);
+            let ended = revoke(state, &request.sid, until).await?;
             Ok(warp::reply::json(&Revoked { ended }).into_response())
         }
         (Route::Session, Method::POST) => {
@@ -152,7 +160,8 @@ where
             if let Some(token) = credential::cookie_token(headers) {
                 if let Ok(claims) = credential::verify(state, &token) {
                     if let Some(sid) = &claims.sid {
-                        revoke(state, sid, claims.exp).await?;
+                        let until = claims.exp.saturating_add(crate::auth::LEEWAY_SECS);
+                        revoke(state, sid, until).await?;
                     }
                 }
             }
