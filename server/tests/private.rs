@@ -687,3 +687,90 @@ async fn a_revoked_session_is_refused_until_its_tokens_exp_and_no_longer() {
     assert_eq!(old.status, StatusCode::UNAUTHORIZED);
     assert!(old.error_body().error.contains("expired"), "{}", old.text());
 }
+
+#[tokio::test]
+async fn a_token_in_the_query_is_refused_on_every_route_that_takes_one() {
+    let server = spawn(private_config()).await;
+    let token = sign(&claims("ann", 600, &["rooms/*"]).tap(|c| {
+        c.sid = Some("q".into());
+        c.sse.revoke = true;
+    }));
+    let (cookie, _) = sign_in(&server, "ann").await;
+    let publish = json!({"channel": "rooms/a", "data": 1}).to_string();
+    // Each route with what would be a good request without the query parameter.
+    let routes: Vec<(reqwest::Method, &str, Option<String>)> = vec![
+        (reqwest::Method::GET, "/api/events?channel=rooms/a", None),
+        (reqwest::Method::POST, shared::paths::PUBLISH, Some(publish)),
+        (
+            reqwest::Method::POST,
+            shared::paths::REVOKE,
+            Some(r#"{"sid":"nobody"}"#.to_owned()),
+        ),
+        (
+            reqwest::Method::POST,
+            shared::paths::SESSION,
+            Some(r#"{"name":"bob"}"#.to_owned()),
+        ),
+        (reqwest::Method::GET, shared::paths::SESSION, None),
+        (reqwest::Method::DELETE, shared::paths::SESSION, None),
+        (reqwest::Method::POST, shared::paths::SESSION_REFRESH, None),
+    ];
+    for (method, path, body) in &routes {
+        for param in shared::channels::CREDENTIAL_PARAMS {
+            let what = format!("{method} {path} with ?{param}=");
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let mut req = server
+                .client
+                .request(
+                    method.clone(),
+                    server.url(&format!("{path}{sep}{param}={token}")),
+                )
+                .bearer_auth(&token)
+                .header("cookie", &cookie);
+            if let Some(body) = body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+            }
+            let reply = server.send(req, &what).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{what}: {}",
+                reply.text()
+            );
+            let error = reply.error_body();
+            assert_eq!(error.param.as_deref(), Some(param), "{what}");
+            assert!(
+                error.error.contains("never travels in a URL"),
+                "{what}: {}",
+                error.error
+            );
+            assert!(
+                !reply.text().contains(&token),
+                "{what}: the token is not echoed"
+            );
+            assert_eq!(
+                reply.header("set-cookie"),
+                None,
+                "{what}: no session change"
+            );
+        }
+    }
+    // Nothing was done: the cookie's session was neither revoked nor signed out.
+    let who = server
+        .send(
+            server
+                .client
+                .get(server.url(shared::paths::SESSION))
+                .header("cookie", &cookie),
+            "still signed in",
+        )
+        .await;
+    assert_eq!(who.status, StatusCode::OK, "{}", who.text());
+    assert_eq!(
+        server.metric("sse_channel_published_total").await,
+        0.0,
+        "nothing was published"
+    );
+}
