@@ -774,3 +774,76 @@ async fn a_token_in_the_query_is_refused_on_every_route_that_takes_one() {
         "nothing was published"
     );
 }
+
+#[tokio::test]
+async fn the_demo_sign_ins_tokens_carry_the_audience_and_issuer_the_server_requires() {
+    let with_rules = |audience: &str, issuer: &str| Config {
+        auth: Some(Arc::new(
+            Verifier::from_secret(
+                SECRET,
+                Rules {
+                    audience: Some(audience.into()),
+                    issuer: Some(issuer.into()),
+                },
+            )
+            .unwrap(),
+        )),
+        ..private_config()
+    };
+    let server = spawn(with_rules("chat", "https://id.example")).await;
+    let (cookie, _) = sign_in(&server, "ada").await;
+    let token = cookie
+        .strip_prefix("sse_token=")
+        .expect("the sse_token cookie");
+    // Read with jsonwebtoken itself, requiring both.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["chat"]);
+    validation.set_issuer(&["https://id.example"]);
+    validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+    let decoded = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET).unwrap(),
+        &validation,
+    )
+    .expect("a token with the configured aud and iss");
+    assert_eq!(decoded.claims["aud"], "chat");
+    assert_eq!(decoded.claims["iss"], "https://id.example");
+    assert_eq!(decoded.claims["sub"], "ada");
+    // This server, which requires them, accepts it; one that requires others refuses it.
+    let stream = format!("{EVENTS}?channel=users/ada");
+    assert_eq!(
+        get(&server, &stream, &[("cookie", &cookie)]).await.status,
+        StatusCode::OK
+    );
+    for (audience, issuer) in [("billing", "https://id.example"), ("chat", "https://other")] {
+        let other = spawn(with_rules(audience, issuer)).await;
+        let reply = get(&other, &stream, &[("cookie", &cookie)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{audience} {issuer}: {}",
+            reply.text()
+        );
+    }
+    // A refreshed session's token carries them too.
+    let refreshed = server
+        .send(
+            server
+                .client
+                .post(server.url(shared::paths::SESSION_REFRESH))
+                .header("cookie", &cookie),
+            "refresh",
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text());
+    let fresh = refreshed.header("set-cookie").unwrap();
+    let fresh = fresh.split(';').next().unwrap();
+    let fresh = fresh.strip_prefix("sse_token=").unwrap();
+    let decoded = jsonwebtoken::decode::<serde_json::Value>(
+        fresh,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET).unwrap(),
+        &validation,
+    )
+    .expect("the refreshed token with the configured aud and iss");
+    assert_eq!(decoded.claims["aud"], "chat");
+}
