@@ -333,6 +333,8 @@ async fn revoke_on_one_instance_ends_a_sessions_hundred_streams_on_both_and_spar
     ];
     a.wait_for_metric("sse_channel_subscriptions", 51.0).await;
     b.wait_for_metric("sse_channel_subscriptions", 51.0).await;
+    // The contract's second counts from the revoke request: its answer is part of it.
+    let started = std::time::Instant::now();
     let req = a
         .client()
         .post(a.url(shared::paths::REVOKE))
@@ -351,12 +353,16 @@ async fn revoke_on_one_instance_ends_a_sessions_hundred_streams_on_both_and_spar
         assert_eq!(end.event, events::END);
         assert!(end.data.contains("\"revoked\""), "{end:?}");
     }));
-    // The contract is 1 s; the bound leaves room for a machine busy with two instances,
-    // Redis and this test's 100 readers.
-    let started = std::time::Instant::now();
-    support::within_for(Duration::from_secs(3), "all 100 streams ended", ends).await;
+    // Within 1 s, as the contract says, on both instances: the other one's 50 learn it
+    // through Redis pub/sub, which takes milliseconds.
+    support::within_for(
+        Duration::from_secs(1).saturating_sub(started.elapsed()),
+        "all 100 streams ended within 1 s of the revoke",
+        ends,
+    )
+    .await;
     eprintln!(
-        "100 streams on two instances ended {:?} after the revoke answered",
+        "100 streams on two instances ended {:?} after the revoke was sent",
         started.elapsed()
     );
     let id = ok_publish(&a, "private/a", json!("still here")).await;
