@@ -3,14 +3,15 @@
 //! walkthrough's states of the per-client counter, two tabs on the shared counter, ten
 //! tabs over HTTP/1.1 and over HTTPS (the README's "Why the 7th tab hangs"), and ten
 //! tabs sharing one stream over HTTP/1.1 (the README's "One stream per browser"), and
-//! two people chatting in two browsers (the README's chat walkthrough).
+//! two people chatting in two browsers and a tab signed out by another (the README's
+//! chat walkthrough).
 
 use crate::setup;
 use crate::util::{cargo, project_root, run, step};
 use std::time::SystemTime;
 
 /// Every picture the README shows; each must be written by the run.
-const PICTURES: [&str; 13] = [
+const PICTURES: [&str; 14] = [
     "idle",
     "finished",
     "closed-on-error",
@@ -24,6 +25,7 @@ const PICTURES: [&str; 13] = [
     "tabs-https",
     "tabs-shared-http1",
     "chat-two-people",
+    "chat-signed-out",
 ];
 
 pub fn run_screenshots() -> anyhow::Result<()> {

@@ -267,6 +267,9 @@ async fn signing_out_in_one_tab_ends_the_stream_in_another_within_a_second() {
         h.wait_text("chat-user", "ann").await;
         h.wait_text("chat-state", "open").await;
         h.wait_metric("sse_channel_subscriptions", 4.0).await;
+        send(h, "signing out in my other tab now", "").await;
+        wait_messages(h, 1).await;
+        let before = h.shot_of("section.chat").await;
         let revoked_before = h.metric("sse_disconnects_total{reason=\"revoked\"}").await;
         h.switch_to(&first).await;
         let clicked = now_ms();
@@ -275,6 +278,23 @@ async fn signing_out_in_one_tab_ends_the_stream_in_another_within_a_second() {
         h.switch_to(&second).await;
         signed_out_within_a_second(h, clicked, "the other tab").await;
         assert_eq!(h.text("chat-user").await, "");
+        if let (Some(before), Some(after)) = (before, h.shot_of("section.chat").await) {
+            let tiles = [
+                ("ann's second tab, open".to_owned(), before),
+                (
+                    "the same tab, after ann signed out in her first: revoked, signed out"
+                        .to_owned(),
+                    after,
+                ),
+            ];
+            h.composite(
+                "chat-signed-out",
+                "signing out in one tab ends the stream in another within a second",
+                2,
+                &tiles,
+            )
+            .await;
+        }
         h.wait_metric("sse_channel_subscriptions", 0.0).await;
         assert!(
             h.metric("sse_disconnects_total{reason=\"revoked\"}").await > revoked_before,
