@@ -162,26 +162,35 @@ pub fn replica_command(
     dir: &Path,
     log: &Path,
     primary: SocketAddr,
-) -> Command {
-    let mut cmd = redis_command(program, port, dir, log);
+) -> std::io::Result<Command> {
+    let mut cmd = redis_command(program, port, dir, log)?;
     cmd.arg("--replicaof")
         .arg(primary.ip().to_string())
         .arg(primary.port().to_string());
-    cmd
+    Ok(cmd)
 }
 
 /// `redis-server` with `deploy/redis.conf` on `127.0.0.1:port`, its data in `dir` and
-/// its log in `log`.
-pub fn redis_command(program: &Path, port: u16, dir: &Path, log: &Path) -> Command {
+/// its log in `log`. It runs from a copy of the file in `dir`, its own: a Sentinel that
+/// repoints a node (`REPLICAOF`) also has it write its configuration back (`CONFIG
+/// REWRITE`), which must never be the deployed file.
+pub fn redis_command(
+    program: &Path,
+    port: u16,
+    dir: &Path,
+    log: &Path,
+) -> std::io::Result<Command> {
+    let conf = dir.join("redis.conf");
+    std::fs::copy(deploy_dir().join("redis.conf"), &conf)?;
     let mut cmd = Command::new(program);
-    cmd.arg(deploy_dir().join("redis.conf"))
+    cmd.arg(conf)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
         .arg(log)
         .stdin(Stdio::null());
-    cmd
+    Ok(cmd)
 }
 
 /// Where `program` is: on PATH, or in the sbin directories that a user's PATH often
@@ -331,6 +340,29 @@ mod tests {
                  as deploy/redis.conf does"
             );
         }
+    }
+
+    /// A Redis node runs from a copy that is its own: what Sentinel has it rewrite
+    /// never reaches `deploy/redis.conf`.
+    #[test]
+    fn a_redis_node_runs_from_its_own_copy_of_the_deployed_file() {
+        let dir = std::env::temp_dir().join(format!("sse-counter-deploy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let primary = ([127, 0, 0, 1], 7001).into();
+        let log = dir.join("redis.log");
+        let cmd = replica_command(Path::new("redis-server"), 7002, &dir, &log, primary).unwrap();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let own = dir.join("redis.conf");
+        assert_eq!(args[0], own.display().to_string());
+        assert_eq!(
+            std::fs::read_to_string(&own).unwrap(),
+            read_template("redis.conf").unwrap()
+        );
+        assert!(args.ends_with(&["--replicaof".into(), "127.0.0.1".into(), "7001".into()]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

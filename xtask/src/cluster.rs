@@ -318,8 +318,8 @@ impl Cluster {
         let log = self.run_dir.join(format!("redis-{}.log", n + 1));
         let program = program("redis-server")?;
         let mut cmd = match primary {
-            Some(primary) => deploy::replica_command(&program, port, &data, &log, primary),
-            None => deploy::redis_command(&program, port, &data, &log),
+            Some(primary) => deploy::replica_command(&program, port, &data, &log, primary)?,
+            None => deploy::redis_command(&program, port, &data, &log)?,
         };
         let child = cmd.spawn().context("cannot start redis-server")?;
         let mut process = Process::new(name, child);
