@@ -1,14 +1,14 @@
 //! The benchmark harness: the load generator's parts (`load`, `publish`, `stats`,
 //! `report`, `tls`) and the `/proc` readings (`procfs`) that the `sse-bench` and `floor`
 //! binaries share; the figures of the server's load tests (`reliability`); and the start
-//! of Redis and nginx from `deploy/` (`deploy`) that `xtask` and the server's tests
-//! share. `docs/architecture.md` maps it.
+//! of Redis (alone, or under Sentinel) and nginx from `deploy/` (`deploy`) that `xtask`
+//! and the server's tests share. `docs/architecture.md` maps it.
 //!
 //! Without the `programs` feature only the report types are built (`report`, `stats`,
 //! `procfs`, and `reliability`, the figures the server's load tests write): `cargo
 //! xtask` reads the programs' and the tests' JSON back into them, so a renamed field
 //! fails to deserialise instead of printing "n/a". `deploy` (std only, too) starts
-//! Redis and nginx from `deploy/` for xtask and the server's tests alike.
+//! Redis, its Sentinels and nginx from `deploy/` for xtask and the server's tests alike.
 
 pub mod deploy;
 #[cfg(feature = "programs")]

@@ -1,11 +1,14 @@
-//! `cargo xtask cluster [--instances N]`: installs what is missing, then starts Redis,
-//! N instances sharing the counter through it, and nginx in front of them with TLS and
-//! HTTP/2, all on loopback and configured from `deploy/`; prints the URL and stops them
-//! all on Ctrl-C.
+//! `cargo xtask cluster [--instances N] [--sentinel]`: installs what is missing, then
+//! starts Redis, N instances sharing the counter through it, and nginx in front of them
+//! with TLS and HTTP/2, all on loopback and configured from `deploy/`; prints the URL
+//! and stops them all on Ctrl-C. With `--sentinel`, Redis is a primary, two replicas
+//! and three Sentinels (`deploy/sentinel.conf`), and the instances follow the primary
+//! the Sentinels name.
 //!
 //! [`Cluster`] is the same from code (the benchmark, say): [`Cluster::start`] with
 //! [`Options`] (nginx left out if it is not wanted), and everything stops when it is
-//! dropped.
+//! dropped. Under Sentinel it also kills and restarts a Redis node and says when the
+//! Sentinels agree on a primary and its replicas again ([`Cluster::wait_settled`]).
 
 use crate::setup;
 use crate::util::{cargo, find_program, project_root, run, step};
@@ -28,6 +31,10 @@ pub struct Args {
     /// Do not build the page (nginx then serves whatever web/dist holds).
     #[arg(long)]
     no_page: bool,
+    /// Redis under Sentinel: a primary, 2 replicas and 3 Sentinels (deploy/sentinel.conf);
+    /// the instances get `--redis-sentinel` for each and `--redis-master-name`.
+    #[arg(long)]
+    sentinel: bool,
     /// Flags for every instance, after `--` (e.g. `-- --publish-rate 1000`).
     #[arg(last = true)]
     instance_args: Vec<String>,
@@ -51,6 +58,9 @@ pub struct Options {
     /// Whether nginx is started in front of the instances (the benchmark talks to them
     /// directly).
     pub nginx: bool,
+    /// Redis under Sentinel ([`deploy::REPLICAS`] replicas, [`deploy::SENTINELS`]
+    /// Sentinels), rather than one Redis.
+    pub sentinel: bool,
 }
 
 impl Options {
@@ -66,6 +76,7 @@ impl Options {
             run_dir: root.join("target/cluster"),
             instance_args: Vec::new(),
             nginx: true,
+            sentinel: false,
         }
     }
 
@@ -87,6 +98,7 @@ impl Options {
             run_dir,
             instance_args,
             nginx: false,
+            sentinel: false,
         }
     }
 }
@@ -95,9 +107,14 @@ impl Options {
 pub struct Cluster {
     /// `https://localhost:PORT`, nginx's address (where nothing listens without nginx).
     pub url: String,
+    /// The (first) primary's URL.
     pub redis_url: String,
-    /// Redis's process id, for measuring what it costs.
+    /// The (first) primary's process id, for measuring what it costs.
     pub redis_pid: u32,
+    /// Every Redis node's port, the first primary first, then its replicas.
+    pub redis_ports: Vec<u16>,
+    /// The Sentinels' ports (none without Sentinel).
+    pub sentinel_ports: Vec<u16>,
     /// Each instance's own address (plain HTTP, straight to it).
     pub instances: Vec<SocketAddr>,
     /// Each instance's process id, in the order of `instances`.
@@ -105,6 +122,8 @@ pub struct Cluster {
     pub run_dir: PathBuf,
     /// Stopped in reverse: nginx first, Redis last.
     processes: Vec<Process>,
+    /// Where the node on each of `redis_ports` is in `processes`.
+    redis_slots: Vec<usize>,
 }
 
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
@@ -142,6 +161,13 @@ impl Process {
             }
         }
     }
+
+    /// `kill -9`, as in a crash, and waits until it is gone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.exited = true;
+    }
 }
 
 impl Drop for Process {
@@ -173,40 +199,41 @@ impl Cluster {
         anyhow::ensure!(options.instances > 0, "a cluster needs an instance");
         let dir = &options.run_dir;
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir.join("redis"))
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut cluster = Cluster {
             url: format!("https://localhost:{}", options.listen.port()),
             redis_url: String::new(),
             redis_pid: 0,
+            redis_ports: Vec::new(),
+            sentinel_ports: Vec::new(),
             instances: Vec::new(),
             instance_pids: Vec::new(),
             run_dir: dir.clone(),
             processes: Vec::new(),
+            redis_slots: Vec::new(),
         };
 
-        let redis_port = deploy::free_port()?;
-        cluster.redis_url = format!("redis://127.0.0.1:{redis_port}");
-        let redis = deploy::redis_command(
-            &program("redis-server")?,
-            redis_port,
-            &dir.join("redis"),
-            &dir.join("redis.log"),
-        )
-        .spawn()
-        .context("cannot start redis-server")?;
-        cluster.redis_pid = redis.id();
-        let mut redis = Process::new("redis-server", redis);
-        let up = wait_until(&mut redis, &dir.join("redis.log"), || {
-            redis_ping(redis_port)
-        });
-        cluster.processes.push(redis);
-        up?;
+        let primary = cluster.start_redis(None)?;
+        cluster.redis_url = format!("redis://127.0.0.1:{primary}");
+        cluster.redis_pid = cluster.processes[0].child.id();
+        let store_args = if options.sentinel {
+            for _ in 0..deploy::REPLICAS {
+                cluster.start_redis(Some(primary))?;
+            }
+            for _ in 0..deploy::SENTINELS {
+                cluster.start_sentinel(primary)?;
+            }
+            cluster.wait_settled(SETTLE_LIMIT)?;
+            sentinel_args(&cluster.sentinel_ports)
+        } else {
+            vec!["--redis-url".to_owned(), cluster.redis_url.clone()]
+        };
 
         for n in 1..=options.instances {
             let log = dir.join(format!("instance-{n}.log"));
             let mut child = Command::new(&options.server)
-                .args(["--addr", "127.0.0.1:0", "--redis-url", &cluster.redis_url])
+                .args(["--addr", "127.0.0.1:0"])
+                .args(&store_args)
                 // nginx, on this machine, names the client in X-Forwarded-For.
                 .args(["--trusted-proxy", "127.0.0.1"])
                 .arg("--static-dir")
@@ -267,6 +294,194 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts a Redis node with `deploy/redis.conf` on a free port, a replica of
+    /// `primary` if given, and waits until it answers; its port.
+    fn start_redis(&mut self, primary: Option<u16>) -> anyhow::Result<u16> {
+        let port = deploy::free_port()?;
+        self.redis_ports.push(port);
+        self.redis_slots.push(self.processes.len());
+        self.spawn_redis(self.redis_ports.len() - 1, primary.map(loopback))?;
+        Ok(port)
+    }
+
+    /// (Re)starts the node `n` of `redis_ports` from its directory, a replica of
+    /// `primary` if given, and waits until it answers `PING`.
+    fn spawn_redis(&mut self, n: usize, primary: Option<SocketAddr>) -> anyhow::Result<()> {
+        let port = self.redis_ports[n];
+        let name = if n == 0 {
+            "redis-server".to_owned()
+        } else {
+            format!("redis-server {}", n + 1)
+        };
+        let data = self.run_dir.join(format!("redis-{}", n + 1));
+        std::fs::create_dir_all(&data)?;
+        let log = self.run_dir.join(format!("redis-{}.log", n + 1));
+        let program = program("redis-server")?;
+        let mut cmd = match primary {
+            Some(primary) => deploy::replica_command(&program, port, &data, &log, primary)?,
+            None => deploy::redis_command(&program, port, &data, &log)?,
+        };
+        let child = cmd.spawn().context("cannot start redis-server")?;
+        let mut process = Process::new(name, child);
+        let up = wait_until(&mut process, &log, || redis_ping(port));
+        let slot = self.redis_slots[n];
+        if slot == self.processes.len() {
+            self.processes.push(process);
+        } else {
+            self.processes[slot] = process;
+        }
+        up
+    }
+
+    /// Starts a Sentinel with `deploy/sentinel.conf` watching `primary`, on a free port,
+    /// and waits until it answers `PING`.
+    fn start_sentinel(&mut self, primary: u16) -> anyhow::Result<()> {
+        let n = self.sentinel_ports.len() + 1;
+        let port = deploy::free_port()?;
+        let dir = self.run_dir.join(format!("sentinel-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        let conf = deploy::Sentinel {
+            port,
+            dir: &dir,
+            master_name: deploy::MASTER_NAME,
+            primary: loopback(primary),
+            quorum: deploy::QUORUM,
+        };
+        let path = dir.join("sentinel.conf");
+        std::fs::write(&path, conf.render()?)?;
+        let child = deploy::Sentinel::command(&program("redis-sentinel")?, &path)
+            .spawn()
+            .context("cannot start redis-sentinel")?;
+        self.sentinel_ports.push(port);
+        let mut process = Process::new(format!("sentinel {n}"), child);
+        let up = wait_until(&mut process, &dir.join("sentinel.log"), || redis_ping(port));
+        self.processes.push(process);
+        up
+    }
+
+    /// The port of the primary that every Sentinel names, once each knows it, the
+    /// other Sentinels and [`deploy::REPLICAS`] replicas that are up, and the primary
+    /// has them all connected; `None` until then (a failover under way, a node
+    /// restarted and not yet seen).
+    pub fn settled(&self) -> anyhow::Result<Option<u16>> {
+        let mut named = None;
+        for &sentinel in &self.sentinel_ports {
+            let master = deploy::MASTER_NAME;
+            let Some(addr) = redis_cli(sentinel, &["SENTINEL", "get-master-addr-by-name", master])
+            else {
+                return Ok(None);
+            };
+            let port: Option<u16> = addr.lines().nth(1).and_then(|p| p.trim().parse().ok());
+            if port.is_none() || (named.is_some() && named != port) {
+                return Ok(None);
+            }
+            named = port;
+            let replicas = redis_cli(sentinel, &["SENTINEL", "replicas", master]);
+            let others = redis_cli(sentinel, &["SENTINEL", "sentinels", master]);
+            let up = replicas.as_deref().map_or(0, healthy_replicas);
+            let peers = others.as_deref().map_or(0, |o| fields(o, "name").len());
+            if up < deploy::REPLICAS || peers < self.sentinel_ports.len() - 1 {
+                return Ok(None);
+            }
+        }
+        let Some(primary) = named else {
+            return Ok(None);
+        };
+        let info = redis_cli(primary, &["INFO", "replication"]).unwrap_or_default();
+        let online = info
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .count();
+        anyhow::ensure!(
+            self.redis_ports.contains(&primary),
+            "the Sentinels name a primary on port {primary}, which is none of this cluster's"
+        );
+        Ok((online >= deploy::REPLICAS && info.contains("role:master")).then_some(primary))
+    }
+
+    /// Waits until the Sentinels agree on a primary with every replica
+    /// ([`Cluster::settled`]), within `limit`; its port. Sentinel tells no one when it
+    /// has seen a replica come back, so this asks every 100 ms.
+    pub fn wait_settled(&self, limit: Duration) -> anyhow::Result<u16> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(primary) = self.settled()? {
+                return Ok(primary);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the Sentinels did not agree on a primary with {} replicas within {limit:?} \
+                     (logs in {})",
+                    deploy::REPLICAS,
+                    self.run_dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The primary that at least [`deploy::QUORUM`] Sentinels name, if they do.
+    pub fn primary(&self) -> Option<u16> {
+        let named: Vec<u16> = self
+            .sentinel_ports
+            .iter()
+            .filter_map(|&s| {
+                let addr = redis_cli(
+                    s,
+                    &["SENTINEL", "get-master-addr-by-name", deploy::MASTER_NAME],
+                )?;
+                addr.lines().nth(1)?.trim().parse().ok()
+            })
+            .collect();
+        named
+            .iter()
+            .copied()
+            .find(|p| named.iter().filter(|q| *q == p).count() >= deploy::QUORUM)
+    }
+
+    /// Waits until the Sentinels name a primary other than `old` ([`Cluster::primary`]),
+    /// within `limit`; its port. Asks every 100 ms, as [`Cluster::wait_settled`] does.
+    pub fn wait_primary_other_than(&self, old: u16, limit: Duration) -> anyhow::Result<u16> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.primary() {
+                Some(p) if p != old => return Ok(p),
+                _ if Instant::now() > deadline => {
+                    bail!("the Sentinels named no primary other than {old} within {limit:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// `kill -9` of the Redis node on `port`, as in a crash; returns once it is gone.
+    pub fn kill_redis(&mut self, port: u16) -> anyhow::Result<()> {
+        let n = self.node(port)?;
+        self.processes[self.redis_slots[n]].kill();
+        Ok(())
+    }
+
+    /// Starts the Redis node on `port` again, from its data, as a replica of the
+    /// primary on `primary` (which Sentinel would make of it anyway).
+    pub fn restart_redis(&mut self, port: u16, primary: u16) -> anyhow::Result<()> {
+        let n = self.node(port)?;
+        self.spawn_redis(n, Some(loopback(primary)))
+    }
+
+    fn node(&self, port: u16) -> anyhow::Result<usize> {
+        self.redis_ports
+            .iter()
+            .position(|p| *p == port)
+            .with_context(|| format!("no Redis node of this cluster on port {port}"))
+    }
+
+    /// The process id of the Redis node on `port`.
+    pub fn redis_pid_on(&self, port: u16) -> anyhow::Result<u32> {
+        Ok(self.processes[self.redis_slots[self.node(port)?]]
+            .child
+            .id())
+    }
+
     /// How many of Redis, the instances and nginx are still running (and says once of
     /// each that stopped).
     pub fn running(&mut self) -> usize {
@@ -308,6 +523,66 @@ fn wait_until(
         process.name,
         std::fs::read_to_string(log).unwrap_or_default()
     )
+}
+
+/// How long the Sentinels may take to find the replicas and each other (their hello
+/// messages go every 2 s) before the cluster is taken as up.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// `127.0.0.1:port`.
+fn loopback(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// An instance's flags for the Sentinels on `ports`.
+fn sentinel_args(ports: &[u16]) -> Vec<String> {
+    let mut args = Vec::new();
+    for port in ports {
+        args.push("--redis-sentinel".to_owned());
+        args.push(loopback(*port).to_string());
+    }
+    args.extend([
+        "--redis-master-name".to_owned(),
+        deploy::MASTER_NAME.to_owned(),
+    ]);
+    args
+}
+
+/// What `redis-cli` prints for `args` sent to the Redis or Sentinel on `port` (one
+/// element a line, as it prints to a pipe); `None` if it cannot connect or Redis
+/// answers an error.
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new(find_program("redis-cli")?)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success() && !text.starts_with("ERR") && !text.contains("Could not connect"))
+        .then_some(text)
+}
+
+/// The values of `key` in a list of `key`, `value` lines (`SENTINEL replicas` and
+/// `SENTINEL sentinels`, as `redis-cli` prints them to a pipe).
+fn fields<'a>(lines: &'a str, key: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = lines.lines().map(str::trim).collect();
+    lines
+        .chunks_exact(2)
+        .filter(|pair| pair[0] == key)
+        .map(|pair| pair[1])
+        .collect()
+}
+
+/// The replicas in `SENTINEL replicas`' answer that are up (flags `slave` alone, not
+/// `s_down` or `disconnected`) and linked to their primary.
+fn healthy_replicas(answer: &str) -> usize {
+    let flags = fields(answer, "flags");
+    let linked = fields(answer, "master-link-status");
+    let up = flags.iter().filter(|f| **f == "slave").count();
+    let ok = linked.iter().filter(|s| **s == "ok").count();
+    up.min(ok)
 }
 
 /// Whether Redis on `port` answers PING.
@@ -362,10 +637,16 @@ pub fn run_cluster(args: Args) -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "-p", "server"]))?;
     let options = Options {
         instance_args: args.instance_args,
+        sentinel: args.sentinel,
         ..Options::new(usize::from(args.instances), args.listen)
     };
     step(format!(
-        "starting Redis, {} instances and nginx (logs in {})",
+        "starting {}, {} instances and nginx (logs in {})",
+        if options.sentinel {
+            "a Redis primary, 2 replicas and 3 Sentinels"
+        } else {
+            "Redis"
+        },
         options.instances,
         options.run_dir.display()
     ));
@@ -375,7 +656,11 @@ pub fn run_cluster(args: Args) -> anyhow::Result<()> {
         "  the cluster is up: open {}/ (a self-signed certificate: the browser asks once)",
         cluster.url
     );
-    println!("  Redis:             {}", cluster.redis_url);
+    if options.sentinel {
+        print_sentinel(&cluster)?;
+    } else {
+        println!("  Redis:             {}", cluster.redis_url);
+    }
     for (n, addr) in cluster.instances.iter().enumerate() {
         println!("  instance {}:        http://{addr}", n + 1);
     }
@@ -395,4 +680,111 @@ pub fn run_cluster(args: Args) -> anyhow::Result<()> {
     }
     step("everything stopped");
     Ok(())
+}
+
+/// The Redis nodes and Sentinels of a cluster under Sentinel, and how to watch a
+/// failover.
+fn print_sentinel(cluster: &Cluster) -> anyhow::Result<()> {
+    for (n, port) in cluster.redis_ports.iter().enumerate() {
+        let role = if n == 0 { "primary" } else { "replica" };
+        println!(
+            "  Redis {}:           redis://127.0.0.1:{port}   ({role} at the start, pid {})",
+            n + 1,
+            cluster.redis_pid_on(*port)?
+        );
+    }
+    let sentinels: Vec<String> = cluster
+        .sentinel_ports
+        .iter()
+        .map(|p| loopback(*p).to_string())
+        .collect();
+    println!(
+        "  Sentinels:         {}   (master name {})",
+        sentinels.join(", "),
+        deploy::MASTER_NAME
+    );
+    println!(
+        "  a failover:        kill -9 {}   (the primary), then watch `curl -k {}/healthz` \
+         name the new one within a few seconds",
+        cluster.redis_pid, cluster.url
+    );
+    println!(
+        "  which is primary:  redis-cli -p {} SENTINEL get-master-addr-by-name {}",
+        cluster.sentinel_ports[0],
+        deploy::MASTER_NAME
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cluster").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn sentinel_is_a_flag_and_instance_flags_follow_the_double_dash() {
+        let plain = parse(&[]).unwrap();
+        assert!(!plain.sentinel);
+        assert_eq!(plain.instances, 2);
+        let args = parse(&[
+            "--sentinel",
+            "--instances",
+            "3",
+            "--",
+            "--redis-wait-ms",
+            "500",
+        ])
+        .unwrap();
+        assert!(args.sentinel);
+        assert_eq!(args.instances, 3);
+        assert_eq!(args.instance_args, ["--redis-wait-ms", "500"]);
+        assert!(parse(&["--sentinel=yes"]).is_err());
+    }
+
+    #[test]
+    fn instances_follow_every_sentinel_by_the_deployed_master_name() {
+        assert_eq!(
+            sentinel_args(&[26379, 26380, 26381]),
+            [
+                "--redis-sentinel",
+                "127.0.0.1:26379",
+                "--redis-sentinel",
+                "127.0.0.1:26380",
+                "--redis-sentinel",
+                "127.0.0.1:26381",
+                "--redis-master-name",
+                "sse-counter",
+            ]
+        );
+    }
+
+    /// `redis-cli SENTINEL replicas sse-counter` to a pipe (Redis 7.0), trimmed: one
+    /// replica up, one down since the primary lost it.
+    const REPLICAS: &str = "name\n127.0.0.1:7001\nip\n127.0.0.1\nport\n7001\nflags\nslave\n\
+        master-link-status\nok\nname\n127.0.0.1:7002\nip\n127.0.0.1\nport\n7002\n\
+        flags\ns_down,slave,disconnected\nmaster-link-status\nerr\n";
+
+    #[test]
+    fn a_replica_is_healthy_only_when_up_and_linked() {
+        assert_eq!(fields(REPLICAS, "port"), ["7001", "7002"]);
+        assert_eq!(healthy_replicas(REPLICAS), 1);
+        let both = REPLICAS
+            .replace("s_down,slave,disconnected", "slave")
+            .replace("err", "ok");
+        assert_eq!(healthy_replicas(&both), 2);
+        // Up, but still syncing from the new primary.
+        let syncing = both.replacen("\nok\n", "\nerr\n", 1);
+        assert_eq!(healthy_replicas(&syncing), 1);
+        assert_eq!(healthy_replicas(""), 0);
+    }
 }

@@ -40,9 +40,9 @@ enum Task {
     /// sharing the counter through Redis against one on the embedded store; write
     /// docs/benchmarks.md (loopback only).
     Bench(bench::Args),
-    /// Install Redis and nginx if missing, then start Redis, N instances sharing the
-    /// counter through it and nginx in front (HTTPS, HTTP/2) on loopback; print the
-    /// URL; stop them all on Ctrl-C.
+    /// Install Redis and nginx if missing, then start Redis (with --sentinel: a primary,
+    /// 2 replicas and 3 Sentinels), N instances sharing the counter through it and nginx
+    /// in front (HTTPS, HTTP/2) on loopback; print the URL; stop them all on Ctrl-C.
     Cluster(cluster::Args),
     /// Install the tools the project needs, and nothing else.
     Setup {

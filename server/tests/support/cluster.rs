@@ -101,12 +101,10 @@ impl Redis {
     /// Starts `redis-server` on `self.port` and waits until it answers `PING`;
     /// `Err(log)` if it exited instead.
     async fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::from(deploy::redis_command(
-            &self.program,
-            self.port,
-            self.dir.path(),
-            &self.log_path(),
-        ))
+        let child = Command::from(
+            deploy::redis_command(&self.program, self.port, self.dir.path(), &self.log_path())
+                .expect("copy deploy/redis.conf into the temp dir"),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

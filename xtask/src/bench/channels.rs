@@ -9,7 +9,7 @@
 
 use super::figures::{
     fmt, med, ratio, signed, status, thousands, Figure, Row, CPU, EVENTS_PER_SEC, FAILED, GAPS,
-    LATENCY_P50_MS, LATENCY_P99_MS, MEM_KIB, REPEATS,
+    LATENCY_P50_MS, LATENCY_P99_MS, MEM_KIB, REPEATS, TAKEN_PER_SEC,
 };
 use super::load;
 use super::peers::{self, ready};
@@ -411,18 +411,6 @@ fn run_one(
     );
     Ok(report)
 }
-
-/// Requests the server answered with a 2xx in the window, per second.
-const TAKEN_PER_SEC: Figure = Figure {
-    label: "requests taken per second",
-    unit: "requests/s",
-    get: |r| {
-        let p = r.publish.as_ref()?;
-        (r.window_secs > 0.0).then(|| p.ok_in_window as f64 / r.window_secs)
-    },
-    decimals: 0,
-    ratio: true,
-};
 
 /// The server's CPU per request taken in the window (a publish, an increment), in µs,
 /// in a run without subscribers (with them, it would be their deliveries' too).

@@ -98,6 +98,19 @@ pub const REPEATS: Figure = Figure {
     ratio: false,
 };
 
+/// Requests the server answered with a 2xx in the window, per second (increments,
+/// publishes).
+pub const TAKEN_PER_SEC: Figure = Figure {
+    label: "requests taken per second",
+    unit: "requests/s",
+    get: |r| {
+        let p = r.publish.as_ref()?;
+        (r.window_secs > 0.0).then(|| p.ok_in_window as f64 / r.window_secs)
+    },
+    decimals: 0,
+    ratio: true,
+};
+
 /// The rows of every scenario's table, in order.
 pub const ROWS: [Figure; 16] = [
     CPU,

@@ -11,9 +11,10 @@
 //!   the one sse-bench command line for a scenario, run and read back typed;
 //! - `sides`: the one way to run a scenario of sse-counter alone in several set-ups
 //!   (repeats alternating the sides) and to keep and spread its figures; `http2` (the
-//!   transports), `cluster` (the embedded store and Redis) and `channels` (channels
-//!   against the shared counter, publishing, Redis) are its users, each with its
-//!   targets and its section of the page;
+//!   transports), `cluster` (the embedded store and Redis), `channels` (channels
+//!   against the shared counter, publishing, Redis) and `sentinel` (acknowledged
+//!   writes under Sentinel, failovers) are its users, each with its targets and its
+//!   section of the page;
 //! - `results`: everything a run measured; `targets`: what sse-counter is held to;
 //!   `chart`: the picture; `page`: docs/benchmarks.md, the top, used by nothing else.
 //!
@@ -30,6 +31,7 @@ mod page;
 mod peers;
 mod results;
 mod scenarios;
+mod sentinel;
 mod sides;
 mod targets;
 
@@ -57,7 +59,7 @@ pub struct Args {
     #[arg(long)]
     repeats: Option<usize>,
     /// Run only these scenarios (repeat the flag or separate with commas: `10 Hz`,
-    /// `1 Hz`, `most held`, `burst`, `fan-out`, `http2`, `cluster`, `channels`), and write the page
+    /// `1 Hz`, `most held`, `burst`, `fan-out`, `http2`, `cluster`, `channels`, `sentinel`), and write the page
     /// to target/bench/benchmarks.md instead of docs/, which only a full run writes.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -86,12 +88,13 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         http2: http2_plan,
         cluster: cluster_plan,
         channels: channels_plan,
+        sentinel: sentinel_plan,
     } = select(args.quick, &args.only)?;
     // Express runs in every scenario but `http2` and `cluster`.
     if !plan.is_empty() {
         peers::express_installed()?;
     }
-    if cluster_plan.is_some() || channels_plan.is_some() {
+    if cluster_plan.is_some() || channels_plan.is_some() || sentinel_plan.is_some() {
         crate::setup::cluster_tools()?;
     }
     step("building the servers and the load generator (release)");
@@ -169,6 +172,17 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             &mut results.failures,
         ));
     }
+    if let Some(se) = sentinel_plan {
+        step(se.title());
+        results.sentinel = Some(sentinel::run(
+            &root,
+            se,
+            repeats,
+            &logs,
+            nofile,
+            &mut results.failures,
+        ));
+    }
     let took = started.elapsed();
     let meta = Meta {
         command,
@@ -200,6 +214,12 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             "scenario": o.plan.title(),
             "cases": channels::Case::ALL.iter().map(|c| c.slug()).collect::<Vec<_>>(),
             "runs": o.all_runs(),
+        })),
+        "sentinel": results.sentinel.as_ref().map(|o| serde_json::json!({
+            "scenario": o.plan().title(),
+            "cases": sentinel::Case::ALL.iter().map(|c| c.slug()).collect::<Vec<_>>(),
+            "runs": o.cases.all_runs(),
+            "failovers": o.failovers,
         })),
     });
     std::fs::write(
@@ -241,6 +261,7 @@ struct Selection {
     http2: Option<http2::Plan>,
     cluster: Option<cluster::Plan>,
     channels: Option<channels::Plan>,
+    sentinel: Option<sentinel::Plan>,
 }
 
 /// The scenarios to run: every one, or those `--only` names.
@@ -252,12 +273,13 @@ fn select(quick: bool, only: &[String]) -> anyhow::Result<Selection> {
             http2: Some(http2::plan(quick)),
             cluster: Some(cluster::plan(quick)),
             channels: Some(channels::plan(quick)),
+            sentinel: Some(sentinel::plan(quick)),
         });
     }
     let known: Vec<&str> = all
         .iter()
         .map(|s| s.name)
-        .chain([http2::NAME, cluster::NAME, channels::NAME])
+        .chain([http2::NAME, cluster::NAME, channels::NAME, sentinel::NAME])
         .collect();
     for name in only {
         anyhow::ensure!(
@@ -272,6 +294,7 @@ fn select(quick: bool, only: &[String]) -> anyhow::Result<Selection> {
         http2: wanted(http2::NAME).then(|| http2::plan(quick)),
         cluster: wanted(cluster::NAME).then(|| cluster::plan(quick)),
         channels: wanted(channels::NAME).then(|| channels::plan(quick)),
+        sentinel: wanted(sentinel::NAME).then(|| sentinel::plan(quick)),
     })
 }
 
@@ -438,6 +461,13 @@ pub(crate) mod tests {
         assert_eq!(all.http2, Some(http2::plan(true)));
         assert_eq!(all.cluster, Some(cluster::plan(true)));
         assert_eq!(all.channels, Some(channels::plan(true)));
+        assert_eq!(all.sentinel, Some(sentinel::plan(true)));
+        let se = select(true, &["sentinel".into()]).unwrap();
+        assert!(se.scenarios.is_empty() && se.http2.is_none() && se.cluster.is_none());
+        assert_eq!(
+            (se.channels, se.sentinel),
+            (None, Some(sentinel::plan(true)))
+        );
         let ch = select(false, &["channels".into()]).unwrap();
         assert!(ch.scenarios.is_empty() && ch.http2.is_none() && ch.cluster.is_none());
         assert_eq!(ch.channels, Some(channels::plan(false)));
@@ -458,7 +488,8 @@ pub(crate) mod tests {
             err.contains("no such scenario")
                 && err.contains("http2")
                 && err.contains("cluster")
-                && err.contains("channels"),
+                && err.contains("channels")
+                && err.contains("sentinel"),
             "{err}"
         );
     }
@@ -468,7 +499,7 @@ pub(crate) mod tests {
     /// sources, test code left out.
     #[test]
     fn the_modules_import_no_circle() {
-        const SOURCES: [(&str, &str); 13] = [
+        const SOURCES: [(&str, &str); 14] = [
             ("channels", include_str!("channels.rs")),
             ("chart", include_str!("chart.rs")),
             ("cluster", include_str!("cluster.rs")),
@@ -479,6 +510,7 @@ pub(crate) mod tests {
             ("peers", include_str!("peers.rs")),
             ("results", include_str!("results.rs")),
             ("scenarios", include_str!("scenarios.rs")),
+            ("sentinel", include_str!("sentinel.rs")),
             ("sides", include_str!("sides.rs")),
             ("targets", include_str!("targets.rs")),
             ("mod", include_str!("mod.rs")),

@@ -1,6 +1,6 @@
 //! `docs/benchmarks.md` from what a run measured: the machine, the targets table, a
-//! section per scenario (those of `http2`, `cluster` and `channels` written by their
-//! modules), and
+//! section per scenario (those of `http2`, `cluster`, `channels` and `sentinel` written
+//! by their modules), and
 //! how it is measured. It is the top of the task's modules: it uses the others, and
 //! none uses it.
 
@@ -46,11 +46,13 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     let http2_rows = res.http2.iter().flat_map(super::http2::target_rows);
     let cluster_rows = res.cluster.iter().flat_map(super::cluster::target_rows);
     let channels_rows = res.channels.iter().flat_map(super::channels::target_rows);
+    let sentinel_rows = res.sentinel.iter().flat_map(super::sentinel::target_rows);
     for row in targets::rows(plan, res)
         .into_iter()
         .chain(http2_rows)
         .chain(cluster_rows)
         .chain(channels_rows)
+        .chain(sentinel_rows)
     {
         writeln!(md, "| {} | {} | {} |", row.target, row.measured, row.status)?;
     }
@@ -79,6 +81,9 @@ pub fn render(plan: &[Scenario], res: &Results, meta: &Meta) -> anyhow::Result<S
     }
     if let Some(outcome) = &res.channels {
         super::channels::section(&mut md, outcome)?;
+    }
+    if let Some(outcome) = &res.sentinel {
+        super::sentinel::section(&mut md, outcome)?;
     }
     if !res.failures.is_empty() {
         writeln!(md, "## Runs that failed\n")?;

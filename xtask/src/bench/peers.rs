@@ -267,6 +267,29 @@ impl Peer {
 /// Asks `base` for `path` the way a subscriber would and says whether it answers 200:
 /// the fan-out scenario runs only against a server that has the route.
 pub fn probe(base: &str, path: &str) -> Result<(), String> {
+    let line = status_line(base, "GET", path)?;
+    let status = line.split_once(' ').map_or("", |(_, s)| s);
+    if status.starts_with("200") {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status:?}"))
+    }
+}
+
+/// The status of an empty `POST path` to `base` on a fresh connection (an increment,
+/// say): the `sentinel` scenario's failover clock.
+pub fn post_status(base: &str, path: &str) -> Result<u16, String> {
+    let line = status_line(base, "POST", path)?;
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("POST {path}: no status in {line:?}"))
+}
+
+/// The status line of `METHOD path` on a fresh connection to `base`
+/// (`http://ADDR`), within 5 s. Only that line is read: a stream that answers 200 never
+/// ends.
+fn status_line(base: &str, method: &str, path: &str) -> Result<String, String> {
     let addr: SocketAddr = base
         .strip_prefix("http://")
         .and_then(|a| a.parse().ok())
@@ -275,28 +298,26 @@ pub fn probe(base: &str, path: &str) -> Result<(), String> {
     let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let body = if method == "GET" {
+        "Accept: text/event-stream"
+    } else {
+        "Content-Length: 0"
+    };
     write!(
         tcp,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{body}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
-    // The status line is all that is read: a stream that answers 200 never ends.
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n") && head.len() < 256 {
         match tcp.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
             Ok(_) => break,
-            Err(e) => return Err(format!("GET {path}: {e}")),
+            Err(e) => return Err(format!("{method} {path}: {e}")),
         }
     }
-    let line = String::from_utf8_lossy(&head);
-    let status = line.trim_end().split_once(' ').map_or("", |(_, s)| s);
-    if status.starts_with("200") {
-        Ok(())
-    } else {
-        Err(format!("GET {path} answered {status:?}"))
-    }
+    Ok(String::from_utf8_lossy(&head).trim_end().to_owned())
 }
 
 /// Waits until the server at `base` serves the shared counter (an instance on Redis
@@ -424,5 +445,9 @@ mod tests {
             probe(&missing, "/api/shared"),
             Err("GET /api/shared answered \"404 Not Found\"".into())
         );
+        let busy = serve("HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\r\n");
+        assert_eq!(post_status(&busy, "/api/shared/increment"), Ok(503));
+        let junk = serve("SSH-2.0-OpenSSH\r\n");
+        assert!(post_status(&junk, "/api/shared/increment").is_err());
     }
 }

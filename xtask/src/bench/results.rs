@@ -6,6 +6,7 @@ use super::cluster;
 use super::figures::median;
 use super::http2;
 use super::peers::{PeerId, PEERS};
+use super::sentinel;
 use ::bench::report::{Floor, Report};
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub struct Results {
     pub cluster: Option<cluster::Outcome>,
     /// The `channels` scenario, when it ran.
     pub channels: Option<channels::Outcome>,
+    /// The `sentinel` scenario, when it ran.
+    pub sentinel: Option<sentinel::Outcome>,
 }
 
 impl Results {
@@ -39,6 +42,7 @@ impl Results {
             http2: None,
             cluster: None,
             channels: None,
+            sentinel: None,
         }
     }
 
