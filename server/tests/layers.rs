@@ -44,23 +44,55 @@ fn sources(dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// The crate modules that `code` names as `crate::<m>`, outside comments.
+/// `code` with every `//` comment blanked out, lines kept.
+fn without_comments(code: &str) -> String {
+    code.lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The leading identifier of `s`.
+fn ident(s: &str) -> String {
+    s.trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The crate modules that `code` names as `crate::<m>`, or in a group
+/// `crate::{<m>, <n>::…}` (over several lines too), outside comments.
 fn imports(code: &str) -> BTreeSet<String> {
+    let code = without_comments(code);
     let mut out = BTreeSet::new();
-    for line in code.lines() {
-        let line = line.split("//").next().unwrap_or("");
-        let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                out.insert(name);
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        let trimmed = rest.trim_start();
+        if let Some(group) = trimmed.strip_prefix('{') {
+            // The group's top-level items, each named by its first identifier.
+            let (mut depth, mut item_start, mut end) = (0usize, 0usize, group.len());
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        end = i;
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.insert(ident(&group[item_start..i]));
+                        item_start = i + 1;
+                    }
+                    _ => {}
+                }
             }
+            out.insert(ident(&group[item_start..end]));
+        } else {
+            out.insert(ident(rest));
         }
     }
+    out.remove("");
     out
 }
 
@@ -124,4 +156,13 @@ fn the_check_sees_an_import_and_ignores_comments() {
         found,
         BTreeSet::from(["store".to_owned(), "sse".to_owned()])
     );
+}
+
+#[test]
+fn the_check_sees_every_module_of_a_group_over_several_lines() {
+    let found = imports(
+        "use crate::{error, routes::gate};\nuse crate::{\n    sse::{frame, body},\n    // crate::serve\n    store,\n};",
+    );
+    let want = ["error", "routes", "sse", "store"].map(str::to_owned);
+    assert_eq!(found, BTreeSet::from(want));
 }

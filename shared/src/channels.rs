@@ -83,7 +83,11 @@ pub mod limits {
 }
 
 /// Event types a publisher may not use: the server's own events.
-pub const RESERVED_TYPES: [&str; 3] = [crate::events::END, crate::events::RESET, "heartbeat"];
+pub const RESERVED_TYPES: [&str; 3] = [
+    crate::events::END,
+    crate::events::RESET,
+    crate::events::HEARTBEAT,
+];
 
 /// Why a channel name, a type or an id is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
