@@ -50,7 +50,8 @@
 //! instead of being told to reset.
 //!
 //! While Redis is away the reader retries with a growing delay, `/healthz` says
-//! `"shared":"unavailable"`, publishes and increments answer `503`, and open streams
+//! `"shared":"unavailable"`, publishes, increments and new streams of `/api/shared` and
+//! `/api/events` answer `503` (see [`crate::store::Store::ready`]), and open streams
 //! stay open with their heartbeats. The log says so once per change of state.
 //!
 //! # Sentinel, replicas and `WAIT`
@@ -701,8 +702,8 @@ impl RedisStore {
             tracing::warn!(
                 %err,
                 redis = %self.addr,
-                "redis is unavailable: increments answer 503 and open streams wait, until it \
-                 is back (retrying with backoff)"
+                "redis is unavailable: publishes, increments and new streams answer 503 and \
+                 open streams wait, until it is back (retrying with backoff)"
             );
         }
     }
