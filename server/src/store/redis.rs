@@ -1109,7 +1109,7 @@ mod tests {
         assert_eq!(classify(true, None, 0, None, 0, false), Continue);
         // Lost: flushed (no epoch), another epoch, or behind the copy.
         assert_eq!(classify(true, e, 5, None, 0, false), Lost);
-        assert_eq!(classify(true, e, 5, Some("e2", false), 9), Lost);
+        assert_eq!(classify(true, e, 5, Some("e2"), 9, false), Lost);
         assert_eq!(classify(true, e, 5, e, 4, false), Lost);
     }
 
@@ -1156,6 +1156,7 @@ mod tests {
             ids: vec![StreamId {
                 id: format!("{}-0", e.seq),
                 map,
+                ..StreamId::default()
             }],
         }
     }
