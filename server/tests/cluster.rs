@@ -1,8 +1,9 @@
 //! More than one instance: instances of the binary sharing the live counter through a
 //! real `redis-server`, behind a real nginx configured from `deploy/`. Every increment
 //! reaches every subscriber of every instance once, in order; a killed instance's
-//! clients continue on another through nginx; Redis going away, coming back or losing
-//! its data is survived as the README says.
+//! clients continue on another through nginx; Redis going away (open streams wait, new
+//! ones and increments `503`), coming back or losing its data is survived as the README
+//! says.
 //!
 //! The page itself through nginx, two tabs on different instances seeing each other's
 //! `+1` (issue 12's last test), is a browser test: `server/tests/browser/cluster.rs`.
@@ -425,6 +426,21 @@ async fn redis_restarted_mid_stream_no_gap_503_meanwhile_and_no_200_lost() {
     unavailable(&a).await;
     unavailable(&b).await;
     wait_for(StatusCode::SERVICE_UNAVAILABLE, 10).await;
+    // A new stream is not served from the copy meanwhile: 503, and when to come back.
+    for server in [&a, &b] {
+        let res = server.get(SHARED).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a new stream"
+        );
+        assert!(res.headers().contains_key("retry-after"), "a 503 says when");
+        let reply = support::Reply::read_within(BUSY_LIMIT, res, "the 503's body").await;
+        assert_eq!(
+            reply.error_body().reason,
+            Some(UnavailableReason::StoreUnavailable)
+        );
+    }
     let ok_before = count(StatusCode::OK);
     redis.restart().await;
     ready(&a).await;

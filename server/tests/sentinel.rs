@@ -5,17 +5,24 @@
 //! answered `200` reaches every subscriber once, in order, with no gap or repeat; then
 //! the old primary comes back as a replica and a second failover passes the same
 //! checks. A Sentinel set whose primary is not there: the instance starts, answers
-//! `503`, and recovers when it appears. An event whose replica has not acknowledged it
+//! `503`, and the same instance serves writes and new streams once it appears. While
+//! no primary is known (the replicas stopped, the primary killed): writes and new
+//! streams of the store's events `503`, open streams keep their heartbeats and
+//! continue in order once a replica is promoted. With `--redis-min-replicas 0`, a
+//! promoted replica that lacks events subscribers were sent: every subscriber gets
+//! `reset` (`ahead`), also on an instance that finds it only after others have
+//! published on it under the same seqs. An event whose replica has not acknowledged it
 //! is answered `503` and not sent to subscribers until the replica has it. And the
 //! flags that cannot go together.
 
 mod support;
 
+use eventsource_stream::Event;
 use reqwest::StatusCode;
 use serde_json::json;
 use server::store::redis::keys;
-use shared::channels::{EventId, Published};
-use shared::Incremented;
+use shared::channels::{ChannelReset, EventId, Published};
+use shared::{Incremented, Reset, ResetReason};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 use support::binary::{launch, Binary, START_LIMIT};
 use support::cluster::{free_port, publisher_token, Nginx, SecretFile, BUSY_LIMIT};
 use support::raw::RawConn;
-use support::{poll_until, within_for, Endpoint, TempDir, TIMEOUT};
+use support::{poll_until, within_for, Endpoint, Sse, TempDir, TIMEOUT};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -194,17 +201,43 @@ impl Node {
     }
 }
 
-/// `cmd` on the Redis process at `port`, within [`TIMEOUT`].
-async fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> Result<T, String> {
+/// `cmd` (a command or a pipeline) on the Redis process at `port`, within [`TIMEOUT`].
+async fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut impl Query) -> Result<T, String> {
     let client =
         redis::Client::open(format!("redis://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
     let run = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
-        cmd.query_async::<T>(&mut conn).await
+        cmd.run::<T>(&mut conn).await
     };
     match tokio::time::timeout(TIMEOUT, run).await {
         Ok(answer) => answer.map_err(|e| e.to_string()),
         Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+/// What [`query`] can send: a command, or a pipeline of them on one connection.
+trait Query {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> redis::RedisResult<T>;
+}
+
+impl Query for redis::Cmd {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> redis::RedisResult<T> {
+        self.query_async(conn).await
+    }
+}
+
+impl Query for redis::Pipeline {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> redis::RedisResult<T> {
+        self.query_async(conn).await
     }
 }
 
@@ -321,6 +354,41 @@ impl Topology {
             },
         )
         .await
+    }
+
+    /// Waits until `replicas` replicas acknowledge a write of the test's own on the
+    /// primary `redis[primary]`: they then have everything written before it (the
+    /// replication stream is in order). Their first acknowledgement can come later than
+    /// their link.
+    async fn replicated(&self, primary: usize, replicas: u32) {
+        let port = self.redis[primary].port;
+        poll_until(
+            BUSY_LIMIT,
+            "the replicas to acknowledge a write",
+            async || {
+                let (_, acked): (u64, u32) = query(
+                    port,
+                    redis::pipe()
+                        .cmd("INCR")
+                        .arg("probe")
+                        .cmd("WAIT")
+                        .arg(replicas)
+                        .arg(200),
+                )
+                .await?;
+                if acked >= replicas {
+                    Ok(())
+                } else {
+                    Err(format!("{acked} acknowledged"))
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The indices of the servers other than `redis[primary]`.
+    fn replicas(&self, primary: usize) -> Vec<usize> {
+        (0..self.redis.len()).filter(|i| *i != primary).collect()
     }
 
     fn args(&self) -> Vec<String> {
@@ -702,6 +770,103 @@ async fn last_publish(at: &Binary, counter: bool) -> u64 {
     .await
 }
 
+/// The next event of `sub` that is not a heartbeat, within [`BUSY_LIMIT`] (heartbeats
+/// alone would keep a plain read waiting for ever).
+async fn next_event(sub: &mut Sse) -> Event {
+    within_for(
+        BUSY_LIMIT,
+        "an event other than a heartbeat",
+        sub.next_except(&[shared::events::HEARTBEAT]),
+    )
+    .await
+    .unwrap_or_else(|end| panic!("a stream ended: {end:?}"))
+}
+
+/// The value (of `/api/shared`, when `counter`) or seq (of a channel) an event is.
+fn number(event: &Event, counter: bool) -> u64 {
+    if counter {
+        event.id.parse().expect("a value id")
+    } else {
+        EventId::parse(&event.id).expect("an event id").seq
+    }
+}
+
+/// Reads `sub` until it has the value or seq `last`: what it got, in order, failing on
+/// a reset.
+async fn read_to(sub: &mut Sse, counter: bool, last: u64) -> Vec<u64> {
+    let mut got = Vec::new();
+    while got.last().is_none_or(|n| *n < last) {
+        let event = next_event(sub).await;
+        assert_ne!(
+            event.event,
+            shared::events::RESET,
+            "{event:?} after {got:?}"
+        );
+        got.push(number(&event, counter));
+    }
+    got
+}
+
+/// The next event of `sub` (of `/api/shared` when `counter`, else of [`CHANNEL`]), which
+/// must be `reset` with `ahead`, and for the counter with `value`.
+async fn expect_reset_ahead(sub: &mut Sse, counter: bool, value: u64, who: &str) {
+    let event = next_event(sub).await;
+    assert_eq!(event.event, shared::events::RESET, "{who}: {event:?}");
+    if counter {
+        let reset: Reset = serde_json::from_str(&event.data).expect("a reset");
+        assert_eq!(
+            reset,
+            Reset {
+                value,
+                reason: ResetReason::Ahead
+            },
+            "{who}"
+        );
+    } else {
+        let reset: ChannelReset = serde_json::from_str(&event.data).expect("a channel reset");
+        assert_eq!(
+            reset,
+            ChannelReset {
+                reason: ResetReason::Ahead,
+                channels: vec![CHANNEL.to_owned()]
+            },
+            "{who}"
+        );
+    }
+}
+
+/// `GET path` must be refused with `503` `store_unavailable` and `Retry-After`.
+async fn refused(at: &Binary, path: &str) {
+    let res = at.get(path).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    let reply = support::http::Reply::read_within(BUSY_LIMIT, res, path).await;
+    assert_eq!(reply.json()["reason"], "store_unavailable", "{path}");
+    assert!(
+        reply.header("retry-after").is_some(),
+        "{path}: no Retry-After"
+    );
+}
+
+/// Waits until `at` follows the primary the Sentinels name now (not `old`).
+async fn following_named(at: &Binary, topology: &Topology, old: u16) {
+    poll_until(
+        BUSY_LIMIT,
+        "the instance to follow the Sentinels' new primary",
+        async || {
+            let (_, port) = topology.named().await?;
+            let seen = health(at).await;
+            if port != old && seen.0 == "ok" && seen.1 == Some(format!("127.0.0.1:{port}")) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the Sentinels name {port}, the instance says {seen:?}"
+                ))
+            }
+        },
+    )
+    .await;
+}
+
 /// Kills the primary, waits for the promotion, and checks that publishing answers
 /// again within [`RECOVERY_LIMIT`] and that both instances follow the new primary,
 /// having counted at least `failovers` changes in all: (the killed one's index, the
@@ -840,7 +1005,8 @@ async fn kill_9_of_the_primary_twice_loses_no_acknowledged_event_and_shows_no_ga
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinels_that_name_no_reachable_primary_give_503_until_one_appears() {
+async fn sentinels_that_name_no_reachable_primary_give_503_and_the_same_instance_recovers_when_one_appears(
+) {
     let port = free_port();
     let sentinel = Node::sentinel(port, 1).await;
     let keys = secret_file();
@@ -890,23 +1056,276 @@ async fn sentinels_that_name_no_reachable_primary_give_503_until_one_appears() {
         log.contains("too few replicas acknowledged"),
         "the log says why:\n{log}"
     );
-    drop(at);
 
-    let at = node(
-        &[
-            args.clone(),
-            vec!["--redis-min-replicas".into(), "0".into()],
-        ]
-        .concat(),
-        &keys,
+    // A replica appears: the same instance answers writes and new streams again.
+    let replica = Node::redis(Some(port)).await;
+    let mut attempts = 1;
+    let value = poll_until(
+        BUSY_LIMIT,
+        "an increment answered 200 once a replica acknowledges",
+        async || {
+            attempts += 1;
+            match publish_once(&at, true, 1).await {
+                Some(Ack::Value(v)) => Ok(v),
+                other => Err(other),
+            }
+        },
     )
     .await;
-    following(&at, port, 0).await;
-    // 2: the increment refused for want of a replica is in the primary's log all the
-    // same (what the README says of a client that retries after such a 503).
-    assert_eq!(publish_once(&at, true, 1).await, Some(Ack::Value(2)));
-    let stream = at.get(shared::paths::SHARED).await;
-    assert_eq!(stream.status(), StatusCode::OK);
+    // Every increment tried since the primary appeared is in its log, the ones refused
+    // for want of a replica too (what the README says of a client that retries after
+    // such a 503).
+    assert_eq!(
+        value, attempts,
+        "the increments refused are counted all the same"
+    );
+    let mut values = at.sse(shared::paths::SHARED, &[]).await;
+    assert_eq!(values.status, StatusCode::OK);
+    assert_eq!(read_to(&mut values, true, value).await.last(), Some(&value));
+    let mut events = at
+        .sse(&format!("{}?channel={CHANNEL}", shared::paths::EVENTS), &[])
+        .await;
+    assert_eq!(events.status, StatusCode::OK);
+    let seq = last_publish(&at, false).await;
+    assert_eq!(read_to(&mut events, false, seq).await.last(), Some(&seq));
+    let next = last_publish(&at, true).await;
+    assert_eq!(read_to(&mut values, true, next).await, vec![next]);
+    drop(replica);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_no_primary_is_known_writes_and_new_streams_get_503_and_open_streams_wait_then_continue(
+) {
+    let mut topology = Topology::start().await;
+    let keys = secret_file();
+    let at = node(&topology.args(), &keys).await;
+    let (old, old_port) = topology.primary().await;
+    following(&at, old_port, 0).await;
+    let channel = format!("{}?channel={CHANNEL}", shared::paths::EVENTS);
+    let mut values = at.sse(shared::paths::SHARED, &[]).await;
+    let mut events = at.sse(&channel, &[]).await;
+    assert_eq!(
+        (values.status, events.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let value = last_publish(&at, true).await;
+    let seq = last_publish(&at, false).await;
+    read_to(&mut values, true, value).await;
+    read_to(&mut events, false, seq).await;
+    // Both replicas have everything; stopped, neither can be promoted, so once the
+    // primary is killed no primary is known for as long as the test wants.
+    topology.replicated(old, 2).await;
+    for r in topology.replicas(old) {
+        topology.redis[r].signal("STOP");
+    }
+    topology.redis[old].kill().await;
+    poll_until(
+        BUSY_LIMIT,
+        "the instance to find no primary",
+        async || match health(&at).await {
+            (store, ..) if store == "unavailable" => Ok(()),
+            seen => Err(seen),
+        },
+    )
+    .await;
+    assert_eq!(publish_once(&at, true, 2).await, None);
+    assert_eq!(publish_once(&at, false, 2).await, None);
+    // New streams of the store's events are refused, the counter's channel included:
+    // this instance's copy may hold events the next primary lacks.
+    for path in [
+        shared::paths::SHARED.to_owned(),
+        channel.clone(),
+        format!(
+            "{}?channel={}",
+            shared::paths::EVENTS,
+            shared::channels::COUNTER
+        ),
+    ] {
+        refused(&at, &path).await;
+    }
+    // What needs no store is served: the per-client counter, to its end.
+    let counter = at
+        .fetch(&format!("{}?count=2&interval_ms=1", shared::paths::COUNTER))
+        .await;
+    assert_eq!(counter.status, StatusCode::OK);
+    assert!(counter.text().contains("event: end"), "{}", counter.text());
+    // Open streams stay open: their heartbeats go on.
+    for sub in [&mut values, &mut events] {
+        for _ in 0..2 {
+            let next = sub.next().await.expect("the stream stays open");
+            assert_eq!(next.event, shared::events::HEARTBEAT, "{next:?}");
+        }
+    }
+
+    // A replica can be promoted again.
+    for r in topology.replicas(old) {
+        topology.redis[r].signal("CONT");
+    }
+    let (_, new_port) = topology.promoted(old_port).await;
+    following_named(&at, &topology, old_port).await;
+    // Writes answer 200 again (once Sentinel has made the other replica follow the new
+    // primary), and the open streams continue where they were: no gap, no repeat, no
+    // reset.
+    let next_value = last_publish(&at, true).await;
+    let next_seq = last_publish(&at, false).await;
+    assert_eq!(
+        read_to(&mut values, true, next_value).await,
+        (value + 1..=next_value).collect::<Vec<_>>(),
+        "the values after the outage"
+    );
+    let log: Vec<u64> = channel_log(new_port)
+        .await
+        .into_iter()
+        .filter(|s| *s > seq && *s <= next_seq)
+        .collect();
+    assert_eq!(
+        read_to(&mut events, false, next_seq).await,
+        log,
+        "the channel's events after the outage, against the new primary's log"
+    );
+    // New streams are served again.
+    let mut fresh = at.sse(shared::paths::SHARED, &[]).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!(number(&next_event(&mut fresh).await, true), next_value);
+    let mut fresh_events = at.sse(&channel, &[]).await;
+    assert_eq!(fresh_events.status, StatusCode::OK);
+    let last = last_publish(&at, false).await;
+    assert_eq!(
+        read_to(&mut fresh_events, false, last).await.last(),
+        Some(&last)
+    );
+    assert_eq!(read_to(&mut events, false, last).await.last(), Some(&last));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_that_lacks_delivered_events_resets_every_subscriber_even_once_its_seqs_caught_up(
+) {
+    let mut topology = Topology::start().await;
+    let keys = secret_file();
+    let args = [
+        topology.args(),
+        vec!["--redis-min-replicas".to_owned(), "0".to_owned()],
+    ]
+    .concat();
+    let a = node(&args, &keys).await;
+    let b = node(&args, &keys).await;
+    let (old, old_port) = topology.primary().await;
+    for at in [&a, &b] {
+        following(at, old_port, 0).await;
+    }
+    let channel = format!("{}?channel={CHANNEL}", shared::paths::EVENTS);
+    let mut subs = Vec::new();
+    for at in [&a, &b] {
+        for (counter, path) in [(true, shared::paths::SHARED), (false, channel.as_str())] {
+            let sub = at.sse(path, &[]).await;
+            assert_eq!(sub.status, StatusCode::OK, "{path}");
+            subs.push((counter, sub));
+        }
+    }
+    // Kept: events both replicas have.
+    let kept_value = last_publish(&a, true).await;
+    let kept_seq = last_publish(&a, false).await;
+    topology.replicated(old, 2).await;
+    // Lost: events only the primary has. The replicas are stopped and their links cut,
+    // so nothing written from now on reaches them (stopped alone, a replica would
+    // still find the replication stream in its socket's buffer when it wakes).
+    for r in topology.replicas(old) {
+        topology.redis[r].signal("STOP");
+    }
+    let cut: u64 = topology.redis[old]
+        .query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica"))
+        .await;
+    assert_eq!(cut, 2, "both replicas' links cut");
+    let (mut lost_value, mut lost_seq) = (kept_value, kept_seq);
+    for n in 0..3 {
+        // With no replica to wait for, a publish answers 200 once the primary has it.
+        let Some(Ack::Value(v)) = publish_once(&a, true, n).await else {
+            panic!("an increment with --redis-min-replicas 0 answers 200");
+        };
+        let Some(Ack::Event(s)) = publish_once(&a, false, n).await else {
+            panic!("a publish with --redis-min-replicas 0 answers 200");
+        };
+        (lost_value, lost_seq) = (v, s);
+    }
+    // Every subscriber, on both instances, was sent them.
+    for (counter, sub) in &mut subs {
+        let last = if *counter { lost_value } else { lost_seq };
+        read_to(sub, *counter, last).await;
+    }
+    // B sleeps through the failover, so that its reader finds the new primary only once
+    // A has published on it past the seqs B delivered.
+    b.signal("STOP");
+    let b_stopped = Stopped(&b);
+    topology.redis[old].kill().await;
+    for r in topology.replicas(old) {
+        topology.redis[r].signal("CONT");
+    }
+    let (_, new_port) = topology.promoted(old_port).await;
+    assert_eq!(
+        channel_log(new_port).await.last(),
+        Some(&kept_seq),
+        "the promoted replica lacks the lost events"
+    );
+
+    // A finds it: its log ends below what A delivered, so every subscriber resets.
+    following_named(&a, &topology, old_port).await;
+    let (a_subs, b_subs) = subs.split_at_mut(2);
+    for (counter, sub) in a_subs.iter_mut() {
+        expect_reset_ahead(sub, *counter, kept_value, "a subscriber of A").await;
+    }
+    // A publishes on it until its seqs pass those B delivered: the same seqs, other
+    // events.
+    let mut seq = kept_seq;
+    while seq <= lost_seq {
+        seq = last_publish(&a, false).await;
+    }
+    // After a channel's reset comes the new data's history of it, then what is live.
+    let history = async |to: u64| -> Vec<u64> {
+        let log = channel_log(new_port).await;
+        log.into_iter().filter(|s| *s <= to).collect()
+    };
+    let (_, a_channel) = &mut a_subs[1];
+    assert_eq!(read_to(a_channel, false, seq).await, history(seq).await);
+
+    // B wakes: the new primary's seqs reach as far as B's copy but hold other events.
+    drop(b_stopped);
+    following_named(&b, &topology, old_port).await;
+    for (counter, sub) in b_subs.iter_mut() {
+        expect_reset_ahead(sub, *counter, kept_value, "a subscriber of B").await;
+    }
+    b.wait_for_log("the log holds another event than the one delivered")
+        .await;
+    // Then every subscriber goes on with what is published next: B's channel
+    // subscriber after the new data's history.
+    let next = last_publish(&a, false).await;
+    let (_, b_channel) = &mut subs[3];
+    assert_eq!(read_to(b_channel, false, next).await, history(next).await);
+    let (_, a_channel) = &mut subs[1];
+    assert_eq!(read_to(a_channel, false, next).await, vec![next]);
+    let value = last_publish(&a, true).await;
+    assert_eq!(
+        value,
+        kept_value + 1,
+        "the promoted replica's counter goes on"
+    );
+    for i in [0, 2] {
+        let (_, values) = &mut subs[i];
+        assert_eq!(read_to(values, true, value).await, vec![value]);
+    }
+}
+
+/// Sends `SIGCONT` to a stopped instance when dropped, so that it runs again however
+/// the test ends (its own drop then kills it, as any other). It may run while a failed
+/// test unwinds, so it ignores what `kill` answers; the pid is there, since nothing
+/// waits for the instance before.
+struct Stopped<'a>(&'a Binary);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.pid().to_string()])
+            .status();
+    }
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ async fn subscribe(req: StreamRequest, state: Arc<AppState>) -> Result<Response,
         Some(text) => Resume::parse("Last-Event-ID", text)?,
         None => params.resume.unwrap_or(Resume::Live),
     };
+    // Every channel's events, the counter's included, come from the store: 503 while
+    // it is unavailable (see `Store::ready`).
     if !state.store.ready() {
         return Err(ApiError::StoreUnavailable {
             retry_after_secs: state.retry_after_secs(),

@@ -29,7 +29,9 @@ async fn subscribe(req: StreamRequest, state: Arc<AppState>) -> Result<Response,
     let params = SharedParams::from_pairs(req.pairs())?;
     // The header is what a browser sends on reconnect; it wins over the query.
     let last_event_id = last_event_id_header(&req.headers)?.or(params.last_event_id);
-    // Until the store has been read once, this instance does not know the value.
+    // While the store is unavailable (never read yet, or no primary known now) this
+    // instance does not know the value for sure: 503, and the client comes back after
+    // `Retry-After` (see `Store::ready`).
     if !state.store.ready() {
         return Err(ApiError::StoreUnavailable {
             retry_after_secs: state.retry_after_secs(),

@@ -148,14 +148,18 @@ impl Store {
         }
     }
 
-    /// Whether this instance's hub holds the store's history, so that it can answer a
-    /// subscriber. With Redis that is once the reader has read the store once: before
-    /// that the instance does not know the value. Afterwards it stays true through an
-    /// outage (the copy is behind at worst, and catches up without a gap).
+    /// Whether a new subscriber of the store's events (`/api/shared`, `/api/events`) can
+    /// be served now. With Redis that is while the reader is connected to the primary
+    /// and has brought the hub up to date: before the first read the instance does not
+    /// know the value, and while no primary is known (Redis away, or a failover not
+    /// yet found) its copy may hold events the next primary lacks, which a new
+    /// subscriber would then have to be told to reset. Streams already open are not
+    /// asked: they wait with their heartbeats and continue (or reset) when the reader
+    /// is back.
     pub fn ready(&self) -> bool {
         match self {
             Store::Embedded(_) => true,
-            Store::Redis(redis) => redis.synced(),
+            Store::Redis(redis) => redis.health() == Health::Ok,
         }
     }
 

@@ -50,7 +50,8 @@
 //! instead of being told to reset.
 //!
 //! While Redis is away the reader retries with a growing delay, `/healthz` says
-//! `"shared":"unavailable"`, publishes and increments answer `503`, and open streams
+//! `"shared":"unavailable"`, publishes, increments and new streams of `/api/shared` and
+//! `/api/events` answer `503` (see [`crate::store::Store::ready`]), and open streams
 //! stay open with their heartbeats. The log says so once per change of state.
 //!
 //! # Sentinel, replicas and `WAIT`
@@ -62,7 +63,11 @@
 //! same epoch, so [`classify`] says [`Reading::Continue`] and subscribers go on with no
 //! gap or repeat; if it lacks events the hub already delivered (a replica that was
 //! behind), the log's top is below the hub's latest, which is [`Reading::Lost`]:
-//! every subscriber gets `reset` (`ahead`), never a silent rewind. A publish refused
+//! every subscriber gets `reset` (`ahead`), never a silent rewind. Other instances may
+//! have found it first and published on it, so that its seqs reach as far as the hub's
+//! but hold other events: the reader keeps the `fingerprint` of the newest event it
+//! delivered and reads the log's entry at that seq whenever it syncs (and when the log
+//! is idle); another event there (`diverged`) is [`Reading::Lost`] too. A publish refused
 //! with `READONLY` (a primary demoted while this instance still wrote to it) makes the
 //! reader ask the Sentinels again at once.
 //!
@@ -701,8 +706,8 @@ impl RedisStore {
             tracing::warn!(
                 %err,
                 redis = %self.addr,
-                "redis is unavailable: increments answer 503 and open streams wait, until it \
-                 is back (retrying with backoff)"
+                "redis is unavailable: publishes, increments and new streams answer 503 and \
+                 open streams wait, until it is back (retrying with backoff)"
             );
         }
     }
@@ -722,6 +727,7 @@ impl RedisStore {
         let mut reader = Reader {
             source,
             epoch: None,
+            delivered: None,
             backoff: BACKOFF_MIN,
         };
         loop {
@@ -797,21 +803,32 @@ impl RedisStore {
                 .flat_map(|k| k.ids)
                 .collect();
             if entries.is_empty() {
-                // Nothing new for a while: make sure the data is still the same.
-                let (epoch, top): (Option<String>, StreamRangeReply) = redis::pipe()
-                    .atomic()
-                    .cmd("GET")
-                    .arg(EPOCH)
-                    .cmd("XREVRANGE")
-                    .arg(LOG)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut log)
-                    .await?;
+                // Nothing new for a while: make sure the data is still the same, and that
+                // the log still holds the newest event delivered where it was (a server
+                // demoted to a replica takes its new primary's history).
+                let at = reader.delivered.map_or(0, |(seq, _)| seq);
+                let (epoch, top, mine): (Option<String>, StreamRangeReply, StreamRangeReply) =
+                    redis::pipe()
+                        .atomic()
+                        .cmd("GET")
+                        .arg(EPOCH)
+                        .cmd("XREVRANGE")
+                        .arg(LOG)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .cmd("XRANGE")
+                        .arg(LOG)
+                        .arg(format!("{at}-0"))
+                        .arg(format!("{at}-0"))
+                        .query_async(&mut log)
+                        .await?;
                 let top = top.ids.first().and_then(event).map_or(0, |(e, _)| e.seq);
-                if epoch != reader.epoch || top < self.hub.position().1 {
+                if epoch != reader.epoch
+                    || top < self.hub.position().1
+                    || diverged(reader.delivered, &mine)
+                {
                     last = self.sync(&mut log, reader).await?;
                 }
                 continue;
@@ -843,7 +860,9 @@ impl RedisStore {
                          behind are cut off and reset"
                     );
                 }
-                self.hub.accept(&e);
+                if self.hub.accept(&e) {
+                    reader.delivered = Some((e.seq, fingerprint(&e)));
+                }
                 last = last.max(e.seq);
             }
         }
@@ -882,7 +901,14 @@ impl RedisStore {
         log: &mut MultiplexedConnection,
         reader: &mut Reader,
     ) -> Result<u64, RedisError> {
-        let (epoch, value, range): (Option<String>, Option<u64>, StreamRangeReply) = redis::pipe()
+        // The newest event delivered, as this log holds it at its seq (if it does).
+        let at = reader.delivered.map_or(0, |(seq, _)| seq);
+        let (epoch, value, range, mine): (
+            Option<String>,
+            Option<u64>,
+            StreamRangeReply,
+            StreamRangeReply,
+        ) = redis::pipe()
             .atomic()
             .cmd("GET")
             .arg(EPOCH)
@@ -894,6 +920,10 @@ impl RedisStore {
             .arg("-")
             .arg("COUNT")
             .arg(self.history)
+            .cmd("XRANGE")
+            .arg(LOG)
+            .arg(format!("{at}-0"))
+            .arg(format!("{at}-0"))
             .query_async(log)
             .await?;
         let events: Vec<Stored> = range
@@ -907,12 +937,21 @@ impl RedisStore {
         let current = self.hub.position().1;
         // An empty store has no epoch yet: the hub's ids say so until the first event.
         let named = epoch.clone().unwrap_or_else(|| "0".to_owned());
+        let diverged = diverged(reader.delivered, &mine);
+        if diverged {
+            tracing::warn!(
+                seq = at,
+                "redis: the log holds another event than the one delivered at this seq (a \
+                 promoted replica lacked events, and others were written in their place)"
+            );
+        }
         match classify(
             self.synced(),
             reader.epoch.as_deref(),
             current,
             epoch.as_deref(),
             top,
+            diverged,
         ) {
             Reading::Continue => {
                 if events.first().is_some_and(|e| e.seq > current + 1) {
@@ -935,14 +974,20 @@ impl RedisStore {
                 tracing::warn!(
                     had = current,
                     now = top,
-                    "redis lost the channels' data (flushed, or restarted without it): \
-                     every subscriber is told to reset"
+                    "redis lost the channels' data (flushed, restarted without it, or a \
+                     promoted replica that lacked events subscribers were sent): every \
+                     subscriber is told to reset"
                 );
                 self.hub.reseed(&named, &events, value.unwrap_or(0), true);
             }
         }
         reader.epoch = epoch;
-        Ok(self.hub.position().1)
+        let latest = self.hub.position().1;
+        reader.delivered = events
+            .last()
+            .filter(|e| e.seq == latest)
+            .map(|e| (e.seq, fingerprint(e)));
+        Ok(latest)
     }
 }
 
@@ -952,6 +997,11 @@ struct Reader {
     source: Source,
     /// The epoch of the data the hub holds (`None`: the store was empty).
     epoch: Option<String>,
+    /// The seq and `fingerprint` of the newest event handed to the hub (`None`: none
+    /// known). Seqs alone cannot tell two histories apart: a promoted replica that
+    /// lacked events subscribers were sent may, by the time this reader finds it, hold
+    /// other events under the same seqs (published by other instances meanwhile).
+    delivered: Option<(u64, u64)>,
     /// The wait before the next attempt to reconnect.
     backoff: Duration,
 }
@@ -968,18 +1018,20 @@ pub enum Reading {
 }
 
 /// Decides what a read of the store means: `synced` is whether the hub was filled
-/// from the store before, `known` the epoch it was filled from and `current` its value;
-/// `epoch` and `top` are what Redis holds now.
+/// from the store before, `known` the epoch it was filled from and `current` its latest
+/// seq; `epoch` and `top` are what Redis holds now, and `diverged` whether its log holds
+/// another event at `current` than the one delivered (see `diverged`).
 pub fn classify(
     synced: bool,
     known: Option<&str>,
     current: u64,
     epoch: Option<&str>,
     top: u64,
+    diverged: bool,
 ) -> Reading {
     if !synced {
         Reading::Seed
-    } else if known == epoch && top >= current {
+    } else if known == epoch && top >= current && !diverged {
         Reading::Continue
     } else if known.is_none() && current == 0 {
         // The store was empty and is now filling: everything in it is new.
@@ -987,6 +1039,33 @@ pub fn classify(
     } else {
         Reading::Lost
     }
+}
+
+/// Whether the log's entry at the seq of the newest event `delivered` (`at`, the
+/// answer to `XRANGE log <seq>-0 <seq>-0`) is another event than that one: then the
+/// log's history is not the one subscribers were sent, even if its seqs go as far. No
+/// entry there says nothing (the log was trimmed past it, or it is behind, which
+/// [`classify`] sees from its top).
+fn diverged(delivered: Option<(u64, u64)>, at: &StreamRangeReply) -> bool {
+    let Some((seq, print)) = delivered else {
+        return false;
+    };
+    match at.ids.first().and_then(event) {
+        Some((e, _)) if e.seq == seq => fingerprint(&e) != print,
+        _ => false,
+    }
+}
+
+/// A hash of everything an event is (seq, channel, data, type, publisher, publication
+/// time, value): two events written at the same seq by different primaries differ in
+/// practice at least in their publication time, taken to the microsecond by the
+/// instance that published each (only two publishes of the same data on the same
+/// channel in the same microsecond would look alike).
+fn fingerprint(e: &Stored) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    e.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The event a log entry holds, and its epoch, if it is one (the id says the seq).
@@ -1020,18 +1099,18 @@ mod tests {
         use Reading::*;
         let e = Some("e1");
         // A fresh instance takes whatever there is.
-        assert_eq!(classify(false, None, 0, e, 7), Seed);
-        assert_eq!(classify(false, None, 0, None, 0), Seed);
+        assert_eq!(classify(false, None, 0, e, 7, false), Seed);
+        assert_eq!(classify(false, None, 0, None, 0, false), Seed);
         // The same data, as far or further: deliver what is new.
-        assert_eq!(classify(true, e, 5, e, 5), Continue);
-        assert_eq!(classify(true, e, 5, e, 9), Continue);
+        assert_eq!(classify(true, e, 5, e, 5, false), Continue);
+        assert_eq!(classify(true, e, 5, e, 9, false), Continue);
         // An empty store that filled up since.
-        assert_eq!(classify(true, None, 0, e, 3), Continue);
-        assert_eq!(classify(true, None, 0, None, 0), Continue);
+        assert_eq!(classify(true, None, 0, e, 3, false), Continue);
+        assert_eq!(classify(true, None, 0, None, 0, false), Continue);
         // Lost: flushed (no epoch), another epoch, or behind the copy.
-        assert_eq!(classify(true, e, 5, None, 0), Lost);
-        assert_eq!(classify(true, e, 5, Some("e2"), 9), Lost);
-        assert_eq!(classify(true, e, 5, e, 4), Lost);
+        assert_eq!(classify(true, e, 5, None, 0, false), Lost);
+        assert_eq!(classify(true, e, 5, Some("e2"), 9, false), Lost);
+        assert_eq!(classify(true, e, 5, e, 4, false), Lost);
     }
 
     #[test]
@@ -1040,11 +1119,61 @@ mod tests {
         let e = Some("e1");
         // Sentinel promoted a replica that has everything delivered, or more (events
         // written on the old primary after the reader's last read): no reset.
-        assert_eq!(classify(true, e, 40, e, 40), Continue);
-        assert_eq!(classify(true, e, 40, e, 43), Continue);
+        assert_eq!(classify(true, e, 40, e, 40, false), Continue);
+        assert_eq!(classify(true, e, 40, e, 43, false), Continue);
         // One that lacks events subscribers already got (possible when publishes do
         // not wait for a replica): every subscriber resets, never a silent rewind.
-        assert_eq!(classify(true, e, 40, e, 38), Lost);
+        assert_eq!(classify(true, e, 40, e, 38, false), Lost);
+        // One that lacked them, and on which other instances published since, so that
+        // its seqs reach as far but hold other events: the same.
+        assert_eq!(classify(true, e, 40, e, 43, true), Lost);
+    }
+
+    fn stored(seq: u64, data: &str, sent_at_us: u64) -> Stored {
+        Stored {
+            seq,
+            channel: "rooms/a".into(),
+            ty: None,
+            data: data.into(),
+            from: None,
+            sent_at_us,
+            value: None,
+        }
+    }
+
+    /// The answer of `XRANGE` for `e`, as Redis gives it.
+    fn entry(e: &Stored) -> StreamRangeReply {
+        let map = [
+            ("c", e.channel.clone()),
+            ("t", e.sent_at_us.to_string()),
+            ("e", "e1".to_owned()),
+            ("d", e.data.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), redis::Value::BulkString(v.into_bytes())))
+        .collect();
+        StreamRangeReply {
+            ids: vec![StreamId {
+                id: format!("{}-0", e.seq),
+                map,
+                ..StreamId::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn another_event_at_the_seq_delivered_last_is_a_divergent_history() {
+        let mine = stored(7, r#"{"n":1}"#, 1_000);
+        let delivered = Some((7, fingerprint(&mine)));
+        assert!(!diverged(delivered, &entry(&mine)), "the same event");
+        // Another publisher's event under the same seq: other data, or only another time.
+        assert!(diverged(delivered, &entry(&stored(7, r#"{"n":2}"#, 1_000))));
+        assert!(diverged(delivered, &entry(&stored(7, r#"{"n":1}"#, 1_001))));
+        // Nothing there (trimmed, or a log behind: `classify` sees that), or nothing
+        // delivered yet: no verdict.
+        let none = StreamRangeReply { ids: vec![] };
+        assert!(!diverged(delivered, &none));
+        assert!(!diverged(None, &entry(&mine)));
     }
 
     #[test]

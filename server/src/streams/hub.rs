@@ -36,7 +36,7 @@ const BUCKETS: usize = 4096;
 const ENTRY_OVERHEAD: usize = 64;
 
 /// One event as the store ordered it, before it is encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Stored {
     pub seq: u64,
     pub channel: String,
