@@ -1,7 +1,8 @@
 //! Channels over real sockets with a conforming SSE parser: delivery to overlapping sets
 //! of channels from several publishers, replay (header, query, `earliest`), `reset`,
 //! every refusal of a publish and of a subscription, the counter on both routes,
-//! heartbeats and shutdown.
+//! heartbeats and shutdown, the stall timeout, `--max-streams`, the headers of
+//! `/api/shared`, and the publish rate of an address.
 
 mod support;
 
