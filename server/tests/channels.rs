@@ -1,7 +1,8 @@
 //! Channels over real sockets with a conforming SSE parser: delivery to overlapping sets
 //! of channels from several publishers, replay (header, query, `earliest`), `reset`,
 //! every refusal of a publish and of a subscription, the counter on both routes,
-//! heartbeats and shutdown.
+//! heartbeats and shutdown, the stall timeout, `--max-streams`, the headers of
+//! `/api/shared`, and the publish rate of an address.
 
 mod support;
 
@@ -717,4 +718,240 @@ async fn an_idle_stream_gets_heartbeats_and_shutdown_ends_it_with_its_last_id() 
     );
     assert_eq!(sse.next().await.unwrap_err(), Finish::Closed);
     within("shutdown", stopping).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_closed_as_stalled_and_slows_no_one() {
+    let wait = Duration::from_secs(20);
+    let server = spawn(Config {
+        stall_timeout: Duration::from_secs(1),
+        send_buffer: Some(8 * 1024),
+        ..channels_config()
+    })
+    .await
+    .with_limit(wait);
+    let stalled = server.stalled_client(&events_path(&["a"])).await;
+    let mut reader = server.sse(&events_path(&["a"]), &[]).await;
+    server
+        .wait_for_metric("sse_channel_subscriptions", 2.0)
+        .await;
+    // 100 events of 2 KB: far more than the stalled side's buffers (4 KiB + 8 KiB) hold,
+    // far less than the history does, so it is cut off as stalled, not as lagged.
+    let t = token("ann", &["a"]);
+    let big = "x".repeat(2_000);
+    let mut sent = Vec::new();
+    for n in 0..100 {
+        sent.push(publish(&server, &t, "a", json!({"n": n, "pad": big})).await);
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        got.push(next(&mut reader).await.id);
+    }
+    assert_eq!(
+        got, sent,
+        "every event once, in order, beside a stalled reader"
+    );
+    server
+        .wait_for_metric("sse_disconnects_total{reason=\"stalled\"}", 1.0)
+        .await;
+    server
+        .wait_for_metric("sse_channel_subscriptions", 1.0)
+        .await;
+    for reason in ["lagged", "client"] {
+        let key = format!("sse_disconnects_total{{reason=\"{reason}\"}}");
+        assert_eq!(server.metric(&key).await, 0.0, "{key}");
+    }
+    // The reader is still live after the cut-off.
+    let live = publish(&server, &t, "a", json!("live")).await;
+    assert_eq!(next(&mut reader).await.id, live);
+    drop(stalled);
+    drop(reader);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn past_max_streams_a_subscription_is_refused_503_until_one_closes() {
+    let server = spawn(Config {
+        max_streams: 1,
+        ..channels_config()
+    })
+    .await;
+    let first = server.sse(&events_path(&["a"]), &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let reply = server.fetch(&events_path(&["b"])).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    let retry_after: u64 = reply
+        .header("retry-after")
+        .expect("Retry-After on a 503")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1, "{retry_after}");
+    assert_eq!(
+        reply.error_body().reason,
+        Some(shared::UnavailableReason::Capacity)
+    );
+    // The counter's stream counts against the same limit.
+    let reply = server.fetch(shared::paths::SHARED).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    drop(first);
+    server.wait_for_metric("sse_active_streams", 0.0).await;
+    let mut again = server.sse(&events_path(&["b"]), &[]).await;
+    assert_eq!(
+        again.status,
+        StatusCode::OK,
+        "admitted once the first closed"
+    );
+    server
+        .wait_for_metric("sse_channel_subscriptions", 1.0)
+        .await;
+    let id = publish(&server, &token("ann", &["b"]), "b", json!(1)).await;
+    assert_eq!(next(&mut again).await.id, id);
+    drop(again);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_stream_has_the_shared_routes_headers_starts_with_retry_and_ends_with_a_spread_retry() {
+    let spread = Duration::from_millis(10_000);
+    let mut server = spawn(Config {
+        shutdown_retry_spread: spread,
+        ..channels_config()
+    })
+    .await;
+    let mut events = server.raw().await;
+    events.get(&events_path(&["a", "b"]), &[]).await;
+    let events_head = events.head().await;
+    let mut shared = server.raw().await;
+    shared.get(shared::paths::SHARED, &[]).await;
+    let shared_head = shared.head().await;
+    assert_eq!((events_head.status, shared_head.status), (200, 200));
+    // Every header but the clock's, names and values alike.
+    let headers = |head: &support::raw::Head| {
+        let mut all: Vec<(String, String)> = head
+            .headers
+            .iter()
+            .filter(|(name, _)| name != "date")
+            .cloned()
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(
+        headers(&events_head),
+        headers(&shared_head),
+        "the same headers as /api/shared:\n{}\n---\n{}",
+        events_head.raw,
+        shared_head.raw
+    );
+    for (name, value) in [
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-cache, no-transform"),
+        ("x-accel-buffering", "no"),
+    ] {
+        assert_eq!(events_head.header(name), Some(value), "{name}");
+    }
+    let retry = format!("retry: {}\n\n", server::Config::default().retry_ms);
+    assert_eq!(events.frame().await, Ok(retry.clone()), "retry: first");
+    assert_eq!(shared.frame().await, Ok(retry));
+    server
+        .wait_for_metric("sse_channel_subscriptions", 2.0)
+        .await;
+    let id = publish(&server, &token("ann", &["a"]), "a", json!(1)).await;
+    let frame = events.frame().await.expect("the event");
+    assert!(frame.starts_with(&format!("id: {id}\n")), "{frame:?}");
+
+    let stopping = tokio::spawn(async move { server.stop_within(Duration::from_secs(10)).await });
+    // Before its `end`, a new reconnection delay within the configured spread.
+    let retry = events.frame().await.expect("a retry frame before the end");
+    let ms: u64 = retry
+        .strip_prefix("retry: ")
+        .and_then(|r| r.strip_suffix("\n\n"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("a retry field, got {retry:?}"));
+    let base = server::Config::default().retry_ms;
+    let top = base + spread.as_millis() as u64;
+    assert!(
+        (base..=top).contains(&ms),
+        "retry {ms} within {base}..={top}"
+    );
+    let end = events.frame().await.expect("the end event");
+    let data = end
+        .strip_prefix("event: end\ndata: ")
+        .and_then(|d| d.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("an end event, got {end:?}"));
+    let end: ChannelEnd = serde_json::from_str(data).expect("end data");
+    assert_eq!(
+        end,
+        ChannelEnd {
+            reason: EndReason::Shutdown,
+            last: Some(id)
+        }
+    );
+    assert_eq!(
+        events.frame().await,
+        Err(support::BodyEnd::Terminated),
+        "then the terminating chunk"
+    );
+    within("shutdown", stopping).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn tokens_without_a_sub_share_the_budget_of_their_address() {
+    let server = spawn(Config {
+        channel_publish_rate: 1,
+        ..channels_config()
+    })
+    .await;
+    let anonymous = || {
+        let mut c = claims("", 600, &["*"], &[]);
+        c.sub = None;
+        sign(SECRET, &c)
+    };
+    let (first, second) = (anonymous(), anonymous());
+    let body = json!({"channel": "a", "data": 1});
+    // 1 a second, bursts of 2: the first token spends the address's whole burst.
+    for _ in 0..2 {
+        let (status, text) = post(&server, Some(&first), &body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    // Another token without `sub`, from the same address: the same, spent, budget.
+    let limited = server
+        .send(
+            server
+                .client
+                .post(server.url(PUBLISH))
+                .header("content-type", "application/json")
+                .bearer_auth(&second)
+                .body(body.to_string()),
+            "a publish past the address's budget",
+        )
+        .await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text()
+    );
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .expect("Retry-After on a 429")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert!(!limited.error_body().error.is_empty());
+    // A token with a `sub` has a budget of its own, whatever its address.
+    let (status, text) = post(&server, Some(&token("ann", &["*"])), &body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        server
+            .metric("sse_channel_publish_rejected_total{reason=\"rate\"}")
+            .await,
+        1.0
+    );
+    server.stop().await;
 }

@@ -2,7 +2,8 @@
 //! reaches the subscribers of every instance with the same id; history survives an
 //! instance's restart; after `kill -9` of an instance its clients resume on another by
 //! `Last-Event-ID` with no gap and no repeat; a Redis restart loses no acknowledged
-//! publish; `FLUSHALL` resets every subscriber with `ahead`.
+//! publish, and one made while Redis is down is refused `503` `store_unavailable` with
+//! `Retry-After`; `FLUSHALL` resets every subscriber with `ahead`.
 
 mod support;
 
@@ -10,10 +11,10 @@ use eventsource_stream::Event;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::channels::{ChannelReset, EventId, Published};
-use shared::{events, ResetReason};
+use shared::{events, ResetReason, UnavailableReason};
 use support::binary::Binary;
 use support::cluster::{instance, publisher_token, Redis, SecretFile, BUSY_LIMIT};
-use support::{poll_until, Endpoint, Sse};
+use support::{poll_until, Endpoint, Reply, Sse};
 
 const SECRET: &[u8] = b"a cluster test secret, thirty-two bytes or more";
 
@@ -54,17 +55,45 @@ async fn node(redis: &Redis, keys: &Keys) -> Binary {
     i
 }
 
-/// Publishes on `channel` through `at`: (status, id if 200).
-async fn publish(at: &Binary, channel: &str, data: Value) -> (StatusCode, Option<String>) {
+/// Publishes on `channel` through `at`: the whole answer.
+async fn publish_reply(at: &Binary, channel: &str, data: Value) -> Reply {
     let req = at
         .client()
         .post(at.url(shared::paths::PUBLISH))
         .bearer_auth(token())
         .header("content-type", "application/json")
         .body(json!({"channel": channel, "data": data}).to_string());
-    let reply = at.send(req, "POST publish").await;
+    at.send(req, "POST publish").await
+}
+
+/// Publishes on `channel` through `at`: (status, id if 200).
+async fn publish(at: &Binary, channel: &str, data: Value) -> (StatusCode, Option<String>) {
+    let reply = publish_reply(at, channel, data).await;
     let id = (reply.status == StatusCode::OK).then(|| reply.json_as::<Published>().id);
     (reply.status, id)
+}
+
+/// `reply` is the refusal of a publish while the store is down: `503` with the JSON
+/// error body, reason `store_unavailable`, and a `Retry-After` in seconds.
+fn assert_store_unavailable(reply: &Reply) {
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        reply.error_body().reason,
+        Some(UnavailableReason::StoreUnavailable),
+        "{}",
+        reply.text()
+    );
+    let retry_after: u64 = reply
+        .header("retry-after")
+        .expect("Retry-After on a 503")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1, "{retry_after}");
 }
 
 async fn ok_publish(at: &Binary, channel: &str, data: Value) -> String {
@@ -167,19 +196,20 @@ async fn a_redis_restart_loses_no_acknowledged_publish_and_flushall_resets_with_
     a.wait_for_metric("sse_channel_subscriptions", 2.0).await;
     let before = ok_publish(&a, "a", json!("before")).await;
     assert_eq!(next(&mut sse).await.id, before);
-    redis.restart().await;
-    // Publishes answer 503 until the instance has Redis back, then 200.
-    let after = poll_until(
-        BUSY_LIMIT,
-        "a publish answered 200 again",
-        async || match publish(&a, "b", json!("after")).await {
-            (StatusCode::OK, Some(id)) => Ok(id),
-            (status, _) => {
-                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-                Err(status)
-            }
-        },
-    )
+    redis.kill().await;
+    // While Redis is down a publish is refused: 503 `store_unavailable`, `Retry-After`.
+    let down = publish_reply(&a, "b", json!("lost")).await;
+    assert_store_unavailable(&down);
+    redis.start_again().await;
+    // Publishes answer the same 503 until the instance has Redis back, then 200.
+    let after = poll_until(BUSY_LIMIT, "a publish answered 200 again", async || {
+        let reply = publish_reply(&a, "b", json!("after")).await;
+        if reply.status == StatusCode::OK {
+            return Ok(reply.json_as::<Published>().id);
+        }
+        assert_store_unavailable(&reply);
+        Err(reply.status)
+    })
     .await;
     let got = next(&mut sse).await;
     assert_eq!(got.id, after, "no gap, no repeat across the restart");

@@ -434,3 +434,101 @@ async fn the_binary_serves_https_with_a_self_signed_certificate() {
     bin.wait_for_log("SHA-256 fingerprint").await;
     bin.wait_for_log("development only").await;
 }
+
+#[tokio::test]
+async fn a_publish_and_its_delivery_and_a_refusal_over_http2() {
+    const SECRET: &[u8] = b"an http2 test secret, thirty-two bytes or more";
+    let mut server = server_with(|c| {
+        c.auth = Some(std::sync::Arc::new(
+            server::auth::Verifier::from_secret(SECRET, server::auth::Rules::default()).unwrap(),
+        ));
+        c.public_channels = vec![shared::Pattern::any()];
+    })
+    .await;
+    let mut h2 = server.h2().await;
+    let events = format!("{}?channel=a&channel=b", shared::paths::EVENTS);
+    let mut sse = h2.get(&events).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("content-type"), Some("text/event-stream"));
+    assert_eq!(sse.header("cache-control"), Some("no-cache, no-transform"));
+    assert_eq!(sse.frame().await, Ok("retry: 3000\n\n".to_owned()));
+    support::poll_until(
+        Duration::from_secs(5),
+        "the h2 subscription to be counted",
+        async || {
+            let text = h2.get("/metrics").await.text().await;
+            if text.contains("\nsse_channel_subscriptions 2\n") {
+                Ok(())
+            } else {
+                Err(text
+                    .lines()
+                    .find(|l| l.starts_with("sse_channel_subscriptions "))
+                    .map(str::to_owned))
+            }
+        },
+    )
+    .await;
+    let publish = |h2: &support::tls::H2Conn, token: Option<&str>, channel: &str| {
+        let mut req = h2
+            .request("POST", shared::paths::PUBLISH)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = serde_json::json!({"channel": channel, "data": {"over": "h2"}, "type": "note"});
+        (req.body(()).unwrap(), bytes::Bytes::from(body.to_string()))
+    };
+    let token = support::tokens::sign(SECRET, &support::tokens::claims("ann", 600, &["b"], &[]));
+    let (req, body) = publish(&h2, Some(&token), "b");
+    let mut res = h2.send_body(req, body).await;
+    let text = res.text().await;
+    assert_eq!(res.status, 200, "{text}");
+    let id = serde_json::from_str::<shared::channels::Published>(&text)
+        .expect("the publish answer")
+        .id;
+    let frame = sse.frame().await.expect("the event over h2");
+    // One field a line, in whatever order the encoder writes them.
+    let field = |name: &str| {
+        let prefix = format!("{name}: ");
+        let mut all = frame
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()));
+        let value = all.next().map(str::to_owned);
+        assert!(all.next().is_none(), "{name} twice in {frame:?}");
+        value
+    };
+    assert_eq!(field("id"), Some(id.clone()), "{frame:?}");
+    assert_eq!(field("event").as_deref(), Some("note"), "{frame:?}");
+    let data: serde_json::Value =
+        serde_json::from_str(&field("data").expect("a data line")).unwrap();
+    assert_eq!(data["channel"], "b");
+    assert_eq!(data["data"], serde_json::json!({"over": "h2"}));
+    // Refusals over h2: no token, then a token that does not grant the channel.
+    let (req, body) = publish(&h2, None, "b");
+    let mut res = h2.send_body(req, body).await;
+    let text = res.text().await;
+    assert_eq!(res.status, 401, "{text}");
+    assert_eq!(res.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    serde_json::from_str::<shared::ErrorBody>(&text).expect("the JSON error body");
+    let (req, body) = publish(&h2, Some(&token), "a");
+    let mut res = h2.send_body(req, body).await;
+    let text = res.text().await;
+    assert_eq!(res.status, 403, "{text}");
+    serde_json::from_str::<shared::ErrorBody>(&text).expect("the JSON error body");
+    // The stream lives on, on the same connection, and got nothing of the refusals.
+    let (req, body) = publish(&h2, Some(&token), "b");
+    let mut res = h2.send_body(req, body).await;
+    let text = res.text().await;
+    assert_eq!(res.status, 200, "{text}");
+    let next = serde_json::from_str::<shared::channels::Published>(&text)
+        .unwrap()
+        .id;
+    let frame = sse.frame().await.expect("the second event over h2");
+    assert!(
+        frame.lines().any(|l| l == format!("id: {next}")),
+        "{frame:?}"
+    );
+    assert!(!h2.driver.is_finished(), "one connection carried it all");
+    server.stop_within(Duration::from_secs(10)).await.unwrap();
+}

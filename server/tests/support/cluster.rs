@@ -168,6 +168,11 @@ impl Redis {
     /// Starts it again on the same port, from the same directory.
     pub async fn restart(&mut self) {
         self.kill().await;
+        self.start_again().await;
+    }
+
+    /// Starts it again after [`Redis::kill`], on the same port, from the same directory.
+    pub async fn start_again(&mut self) {
         if let Err(log) = self.spawn().await {
             panic!("redis-server did not restart on port {}:\n{log}", self.port);
         }

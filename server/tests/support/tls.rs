@@ -163,6 +163,20 @@ impl H2Conn {
         H2Response::new(res)
     }
 
+    /// Sends `req` with `body` as its whole body; its response.
+    pub async fn send_body(&mut self, req: http::Request<()>, body: Bytes) -> H2Response {
+        let ready = within("room for a new stream", self.send.clone().ready())
+            .await
+            .expect("connection usable");
+        self.send = ready;
+        let (response, mut stream) = self.send.send_request(req, false).expect("send request");
+        stream.send_data(body, true).expect("send the body");
+        let res = within("the response head", response)
+            .await
+            .expect("response head");
+        H2Response::new(res)
+    }
+
     /// `GET path_and_query`.
     pub async fn get(&mut self, path_and_query: &str) -> H2Response {
         let req = self.request("GET", path_and_query).body(()).unwrap();
