@@ -485,8 +485,8 @@ pub fn share_requested(query: &str) -> bool {
 }
 
 /// The URL of the stream for `channels`, resuming after `last_id`. The shared counter
-/// alone is `/api/shared`; a set of channels will be `/api/events?channel=..` (not
-/// served yet: the issue "Private channels" adds it).
+/// alone is `/api/shared`; a set of channels is `/api/events?channel=..`, one
+/// `channel` a name, with `last_event_id` to resume.
 pub fn stream_url(channels: &Channels, last_id: Option<&str>) -> String {
     if channels.len() == 1 && channels.contains(SHARED_COUNTER) {
         return shared::SharedParams {
