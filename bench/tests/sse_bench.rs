@@ -319,6 +319,48 @@ async fn twenty_subscribers_of_the_yardsticks_broadcast_see_every_value_in_two_p
     assert_eq!(report.publish, None);
 }
 
+/// `--groups 4`: the 20 subscribers dealt into 4 groups of 5, each broadcast to one
+/// group in turn, so a subscriber hears every 4th broadcast with its group's own
+/// values, none skipped: 100 deliveries a second where one group would give 400.
+#[tokio::test]
+async fn the_yardsticks_groups_each_get_every_fourth_broadcast_with_values_of_their_own() {
+    let (_server, base) = start_peer(
+        env!("CARGO_BIN_EXE_yardstick"),
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--broadcast-interval-ms",
+            "10",
+            "--groups",
+            "4",
+        ],
+    )
+    .await;
+    let url = format!("{base}/api/shared");
+    let report = sse_bench(&[
+        &url,
+        "--streams",
+        "20",
+        "--interval-ms",
+        "40",
+        "--warmup",
+        "0.3",
+        "--window",
+        "1",
+    ])
+    .await;
+    clean_run(&report, 20);
+    assert_eq!(report.expected_events_per_sec, Some(500.0));
+    // Every group is broadcast to: every stream got events.
+    assert_eq!(report.time_to_first_event_us.count, 20, "{report:#?}");
+    // Each group's ids go up by one (no gaps above): had every group heard every
+    // broadcast, 20 streams would get about 2,000 a second, not about 500.
+    assert!(
+        report.events_per_sec < 1_000.0,
+        "every group heard every broadcast: {report:#?}"
+    );
+}
+
 /// A scripted shared counter, running in this test's process.
 struct ScriptedCounter {
     addr: std::net::SocketAddr,

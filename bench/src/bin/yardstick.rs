@@ -12,7 +12,10 @@
 //!   `data: {"num":n,"sent_at_us":t}`), then ends with sse-counter's `end` event.
 //! - `GET /api/shared`: broadcast. Every `--broadcast-interval-ms` while any stream is
 //!   open, one frame (`id: v`, `data: {"value":v,"sent_at_us":t}`) is encoded once and
-//!   written to every open stream.
+//!   written to every open stream. With `--groups G`, the streams are dealt round-robin
+//!   into G groups as they open, each with its own value, and each broadcast goes to
+//!   the next group in turn: G channels of one event each, as sse-counter's
+//!   many-channels benchmark publishes them, with none of a publish's own work.
 //!
 //! Each event is one `write(2)` of one HTTP/1.1 chunk, as hyper sends it. What a
 //! server must do per event beyond that (its own wake-up, the reader's wake-up, the
@@ -40,6 +43,10 @@ struct Cli {
     /// The broadcast's interval on `/api/shared`, in ms.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     broadcast_interval_ms: u64,
+    /// How many groups the broadcast's streams are dealt into; each broadcast goes to
+    /// one group, the next in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    groups: u64,
 }
 
 const LISTENER: Token = Token(usize::MAX);
@@ -61,7 +68,12 @@ fn main() -> anyhow::Result<()> {
     bench::raise_nofile_limit()?;
     let listener = listen(cli.addr)?;
     println!("listening on http://{}", listener.local_addr()?);
-    Server::new(listener, Duration::from_millis(cli.broadcast_interval_ms))?.run()
+    Server::new(
+        listener,
+        Duration::from_millis(cli.broadcast_interval_ms),
+        cli.groups as usize,
+    )?
+    .run()
 }
 
 /// Binds with sse-counter's backlog: mio's own `bind` uses a smaller one.
@@ -88,8 +100,8 @@ enum State {
         count: u64,
         interval: Duration,
     },
-    /// Subscribed to the broadcast, at `subscribers[at]`.
-    Shared { at: usize },
+    /// Subscribed to the broadcast, at `groups[group].subscribers[at]`.
+    Shared { group: usize, at: usize },
     /// The answer is complete: close once it is written.
     Closing,
 }
@@ -113,19 +125,34 @@ struct Server {
     generations: u64,
     /// Per-client ticks due, earliest first: (when, slot, generation).
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
-    /// Slots subscribed to the broadcast.
-    subscribers: Vec<usize>,
+    /// The broadcast's groups of subscribed slots, each with its own value.
+    groups: Vec<Group>,
+    /// Subscribed slots in all groups.
+    subscribed: usize,
+    /// The group the next stream joins, and the one the next broadcast goes to.
+    next_join: usize,
+    next_send: usize,
     broadcast_interval: Duration,
     /// When the next broadcast is due; `None` while nobody listens.
     next_broadcast: Option<Instant>,
-    value: u64,
     /// Reused buffers for one event's payload and its chunk.
     payload: Vec<u8>,
     chunk: Vec<u8>,
 }
 
+/// One group of the broadcast's streams.
+#[derive(Default)]
+struct Group {
+    subscribers: Vec<usize>,
+    value: u64,
+}
+
 impl Server {
-    fn new(mut listener: TcpListener, broadcast_interval: Duration) -> io::Result<Server> {
+    fn new(
+        mut listener: TcpListener,
+        broadcast_interval: Duration,
+        groups: usize,
+    ) -> io::Result<Server> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -136,10 +163,12 @@ impl Server {
             free: Vec::new(),
             generations: 0,
             timers: BinaryHeap::new(),
-            subscribers: Vec::new(),
+            groups: (0..groups.max(1)).map(|_| Group::default()).collect(),
+            subscribed: 0,
+            next_join: 0,
+            next_send: 0,
             broadcast_interval,
             next_broadcast: None,
-            value: 0,
             payload: Vec::with_capacity(128),
             chunk: Vec::with_capacity(128),
         })
@@ -277,12 +306,17 @@ impl Server {
                 }
             }
             "/api/shared" => {
-                self.subscribers.push(slot);
+                let group = self.next_join;
+                self.next_join = (group + 1) % self.groups.len();
+                let subscribers = &mut self.groups[group].subscribers;
+                subscribers.push(slot);
+                self.subscribed += 1;
                 if self.next_broadcast.is_none() {
                     self.next_broadcast = Some(now + self.broadcast_interval);
                 }
                 State::Shared {
-                    at: self.subscribers.len() - 1,
+                    group,
+                    at: subscribers.len() - 1,
                 }
             }
             _ => State::Closing,
@@ -354,17 +388,19 @@ impl Server {
         }
         if let Some(at) = self.next_broadcast.filter(|&at| at <= now) {
             self.broadcast();
-            self.next_broadcast = (!self.subscribers.is_empty()).then(|| {
+            self.next_broadcast = (self.subscribed > 0).then(|| {
                 // A late wake-up does not make broadcasts bunch up to catch up.
                 (at + self.broadcast_interval).max(now)
             });
         }
     }
 
-    /// One frame, encoded once, written to every subscriber.
+    /// One frame, encoded once, written to every subscriber of the next group.
     fn broadcast(&mut self) {
-        self.value += 1;
-        let v = self.value;
+        let g = self.next_send;
+        self.next_send = (g + 1) % self.groups.len();
+        self.groups[g].value += 1;
+        let v = self.groups[g].value;
         self.payload.clear();
         let _ = write!(
             self.payload,
@@ -374,11 +410,11 @@ impl Server {
         self.encode_chunk(false);
         let chunk = std::mem::take(&mut self.chunk);
         let mut i = 0;
-        while i < self.subscribers.len() {
-            let slot = self.subscribers[i];
+        while i < self.groups[g].subscribers.len() {
+            let slot = self.groups[g].subscribers[i];
             self.send(slot, &chunk);
             // A reader that was cut off left the list: the same index holds the next.
-            if self.subscribers.get(i) == Some(&slot) {
+            if self.groups[g].subscribers.get(i) == Some(&slot) {
                 i += 1;
             }
         }
@@ -472,11 +508,13 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        if let State::Shared { at } = conn.state {
-            self.subscribers.swap_remove(at);
-            if let Some(&moved) = self.subscribers.get(at) {
+        if let State::Shared { group, at } = conn.state {
+            let subscribers = &mut self.groups[group].subscribers;
+            subscribers.swap_remove(at);
+            self.subscribed -= 1;
+            if let Some(&moved) = subscribers.get(at) {
                 if let Some(Conn {
-                    state: State::Shared { at: moved_at },
+                    state: State::Shared { at: moved_at, .. },
                     ..
                 }) = self.conns[moved].as_mut()
                 {

@@ -151,6 +151,13 @@ pub enum Case {
     RedisPublishRate,
     /// `One` on an instance whose store is Redis.
     RedisOne,
+    /// The yardstick's broadcast to every subscriber at `One`'s rate: no publish to
+    /// answer, one `write` per delivery.
+    YardstickOne,
+    /// The yardstick's broadcast dealt over as many groups as `Many` has channels, at
+    /// `Many`'s rate, each broadcast to one group: what `Many`'s fan-out costs the least
+    /// server, with no publish to answer.
+    YardstickMany,
 }
 
 impl Side for Case {
@@ -164,6 +171,8 @@ impl Side for Case {
         Case::PublishRate,
         Case::RedisPublishRate,
         Case::RedisOne,
+        Case::YardstickOne,
+        Case::YardstickMany,
     ];
 
     fn slug(self) -> &'static str {
@@ -177,6 +186,8 @@ impl Side for Case {
             Case::PublishRate => "publish-rate",
             Case::RedisPublishRate => "redis-publish-rate",
             Case::RedisOne => "redis-one",
+            Case::YardstickOne => "yardstick-one",
+            Case::YardstickMany => "yardstick-many",
         }
     }
 
@@ -191,6 +202,8 @@ impl Side for Case {
             Case::PublishRate => "publishes, no subscribers",
             Case::RedisPublishRate => "publishes on Redis",
             Case::RedisOne => "one channel on Redis",
+            Case::YardstickOne => "yardstick, one group",
+            Case::YardstickMany => "yardstick, many groups",
         }
     }
 }
@@ -206,6 +219,27 @@ impl Case {
 
     fn redis(self) -> bool {
         matches!(self, Case::RedisPublishRate | Case::RedisOne)
+    }
+
+    fn yardstick(self) -> bool {
+        matches!(self, Case::YardstickOne | Case::YardstickMany)
+    }
+
+    /// The yardstick's `--broadcast-interval-ms` and `--groups` for the case.
+    fn yardstick_args(self, plan: &Plan) -> [String; 4] {
+        let (interval_ms, groups) = match self {
+            Case::YardstickMany => (
+                (1000.0 / plan.many_rate).round().max(1.0) as u64,
+                plan.channels,
+            ),
+            _ => (plan.subscribers.interval_ms, 1),
+        };
+        [
+            "--broadcast-interval-ms".to_owned(),
+            interval_ms.to_string(),
+            "--groups".to_owned(),
+            groups.to_string(),
+        ]
     }
 
     /// What the case asks of the server, for its table.
@@ -227,6 +261,12 @@ impl Case {
             Case::Narrow => format!("{n} streams of 1 channel, idle"),
             Case::Wide => format!("{n} streams of {WIDE} channels, idle"),
             Case::IncrementRate | Case::PublishRate | Case::RedisPublishRate => flood,
+            Case::YardstickOne => format!("{n} subscribers, {rate} broadcasts/s"),
+            Case::YardstickMany => format!(
+                "{n} subscribers over {} groups, {} broadcasts/s over them",
+                thousands(plan.channels),
+                plan.many_rate
+            ),
         }
     }
 }
@@ -336,7 +376,12 @@ fn run_one(
     };
     let log = logs.join(format!("{NAME}-{}-{rep}.log", case.slug()));
     // The server is kept until sse-bench is done: dropping it stops it.
-    let (base, pid, _server): (String, u32, Box<dyn std::any::Any>) = if case.redis() {
+    let (base, pid, _server): (String, u32, Box<dyn std::any::Any>) = if case.yardstick() {
+        let args = case.yardstick_args(plan);
+        let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = peers::yardstick().start_with(root, sc, &log, &extra)?;
+        (server.base.clone(), server.child.id(), Box::new(server))
+    } else if case.redis() {
         let run_dir = logs.join(format!("{NAME}-{}-{rep}", case.slug()));
         let mut instance_args: Vec<String> = ["--max-streams", "20000"].map(str::to_owned).to_vec();
         instance_args.extend(server_args);
@@ -351,7 +396,9 @@ fn run_one(
     ready(&base)?;
     let events = shared::paths::EVENTS;
     let url = match case {
-        Case::Shared => format!("{base}{}", shared::paths::SHARED),
+        Case::Shared | Case::YardstickOne | Case::YardstickMany => {
+            format!("{base}{}", shared::paths::SHARED)
+        }
         Case::Many => format!("{base}{events}?channel=bench/{{i}}"),
         Case::Wide => {
             let list: Vec<String> = (0..WIDE).map(|i| format!("channel=bench/{i}")).collect();
@@ -384,6 +431,13 @@ fn run_one(
             cmd.args(["--channels", &plan.channels.to_string()])
                 .args(["--publish-rate", &plan.many_rate.to_string()])
                 .args(publish);
+        }
+        Case::YardstickOne | Case::YardstickMany => {
+            // Self-timed: the yardstick broadcasts on its own clock, each group's
+            // subscribers hearing every interval × groups; ids are the group's values.
+            let [_, interval, _, groups] = case.yardstick_args(plan);
+            let period = interval.parse::<u64>()? * groups.parse::<u64>()?;
+            cmd.args(["--kind", "shared", "--interval-ms", &period.to_string()]);
         }
         Case::Narrow | Case::Wide => {}
         Case::IncrementRate => {
@@ -502,9 +556,16 @@ pub fn target_rows(outcome: &Outcome) -> Vec<Row> {
         (
             format!(
                 "{measured} ({} channels; publishing itself, at the cost of a publish without \
-                 subscribers, about {} µs of it)",
+                 subscribers, about {} µs of it; the yardstick, with no publish to answer, \
+                 dealing the same fan-out: {} µs against {} µs, {})",
                 thousands(outcome.plan.channels),
-                fmt(publishing_share(outcome), 2)
+                fmt(publishing_share(outcome), 2),
+                fmt(outcome.med(Case::YardstickMany, cpu), 2),
+                fmt(outcome.med(Case::YardstickOne, cpu), 2),
+                ratio(
+                    outcome.med(Case::YardstickMany, cpu),
+                    outcome.med(Case::YardstickOne, cpu)
+                )
             ),
             verdict,
         ),
@@ -740,6 +801,8 @@ mod tests {
             Case::PublishRate => (0.0, 0.0, 8_000, 0.0),
             Case::RedisPublishRate => (0.0, 0.0, 2_000, 0.0),
             Case::RedisOne => (4.5, 10.0, 10, 3.5),
+            Case::YardstickOne => (3.0, 0.1, 0, 1.0),
+            Case::YardstickMany => (7.5, 0.1, 0, 1.0),
         }
     }
 
@@ -787,7 +850,8 @@ mod tests {
         assert!(
             rows[1].measured.ends_with(
                 "(1,000 channels; publishing itself, at the cost of a publish without \
-                 subscribers, about 2.51 µs of it)"
+                 subscribers, about 2.51 µs of it; the yardstick, with no publish to answer, \
+                 dealing the same fan-out: 7.50 µs against 3.00 µs, 2.50×)"
             ),
             "{}",
             rows[1].measured

@@ -87,6 +87,14 @@ pub fn ours() -> &'static Peer {
 /// Every peer, in the order each scenario runs them (and the report's columns):
 /// alternating over the repeats, so drift in the machine's load falls on all of them
 /// alike.
+/// The yardstick.
+pub fn yardstick() -> &'static Peer {
+    PEERS
+        .iter()
+        .find(|p| p.id == PeerId::Yardstick)
+        .expect("the yardstick is a peer")
+}
+
 pub const PEERS: [Peer; 4] = [
     Peer {
         id: PeerId::Ours,
