@@ -19,7 +19,7 @@ use state::reconnect::Config;
 use state::shared_counter::{self, join_requested};
 use state::tab_share::{self, share_requested};
 use state::{Answer, Effect, Msg, State, TabsEffect};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::closure::Closure;
@@ -36,17 +36,21 @@ struct App {
     /// The per-client counter's EventSource, if any; replacing or clearing it closes the
     /// old one.
     source: Option<Source>,
-    /// The shared counter panel's EventSource, if any: the tab's own, or the one this
-    /// tab holds for every tab as their leader.
+    /// The shared counter panel's own EventSource, if any (no sharing).
     shared_source: Option<Source>,
-    /// The channel to the other tabs and the lock, while the panel's stream is shared.
+    /// The stream this tab holds for every tab as their leader: the shared counter's and
+    /// the chat's channels, one for both.
+    leader_source: Option<LeaderSource>,
+    /// The leader's old `/api/shared` stream during a handover to `/api/events`.
+    handover_source: Option<LeaderSource>,
+    /// The leader's one-shot `/api/shared` for the counter's current value.
+    snapshot_source: Option<Source>,
+    /// The channel to the other tabs and the lock, while the page's stream is shared.
     tabs: Option<tabs::Tabs>,
     /// The shared counter panel's one timer; replacing or clearing it cancels the old one.
     shared_timer: Option<timer::Timer>,
-    /// The chat's EventSource: its own, or the one this tab holds for every tab.
+    /// The chat's own EventSource (no sharing).
     chat_source: Option<Source>,
-    /// The chat's group of tabs (its own lock and channel), while its stream is shared.
-    chat_tabs: Option<tabs::Tabs>,
     /// The chat's session refresh timer, and its retry timer (after the browser gave up
     /// on its stream).
     chat_timer: Option<timer::Timer>,
@@ -100,9 +104,16 @@ fn apply(app: &mut App, effect: Effect) -> Option<Msg> {
         Effect::Shared(effect) => return apply_shared(app, effect, d),
         Effect::Tabs(effect) => return apply_tabs(app, effect, d),
         Effect::Chat(effect) => apply_chat(app, effect, d),
-        Effect::ChatTabs(effect) => return apply_chat_tabs(app, effect, d),
+        Effect::ChatOwn(effect) => apply_chat_own(app, effect, d),
     }
     None
+}
+
+/// The leader's stream, and whether it is handing over to a new one: its events then
+/// come as [`tab_share::Msg::HandoverEvent`].
+struct LeaderSource {
+    _source: Source,
+    handing_over: Rc<Cell<bool>>,
 }
 
 /// The event types of the chat's stream.
@@ -113,30 +124,21 @@ const CHAT_EVENTS: [&str; 4] = [
     shared::events::END,
 ];
 
-fn apply_chat_tabs(app: &mut App, effect: TabsEffect, d: Dispatch) -> Option<Msg> {
+/// The chat's own stream, while the tab does not share.
+fn apply_chat_own(app: &mut App, effect: TabsEffect, d: Dispatch) {
     match effect {
-        TabsEffect::CloseSource => app.chat_source = None,
         TabsEffect::OpenSource(url) => {
             app.chat_source = None;
-            let sharing = app.chat_tabs.is_some();
-            let handler: Handler = Rc::new(move |e| {
-                if sharing {
-                    d(Msg::ChatTabs(leader_msg(e)))
-                } else {
-                    d(Msg::Chat(chat_msg(e)))
-                }
-            });
+            let handler: Handler = Rc::new(move |e| d(Msg::Chat(chat_msg(e))));
             match Source::open(&url, &CHAT_EVENTS, &handler) {
                 Ok(source) => app.chat_source = Some(source),
                 // Only a URL the browser cannot parse gets here, and the page makes them.
                 Err(e) => web_sys::console::error_1(&e),
             }
         }
-        TabsEffect::Post(wire) => app.chat_tabs.as_ref()?.post(&wire),
-        TabsEffect::RequestLock => app.chat_tabs.as_ref()?.request_lock(),
-        TabsEffect::ReleaseLock => app.chat_tabs.as_ref()?.release_lock(),
+        // The state asks nothing else of the chat's own stream.
+        _ => app.chat_source = None,
     }
-    None
 }
 
 fn apply_chat(app: &mut App, effect: chat::Effect, d: Dispatch) {
@@ -199,24 +201,69 @@ fn apply_tabs(app: &mut App, effect: TabsEffect, d: Dispatch) -> Option<Msg> {
         TabsEffect::Post(wire) => tabs.post(&wire),
         TabsEffect::RequestLock => tabs.request_lock(),
         TabsEffect::ReleaseLock => tabs.release_lock(),
-        TabsEffect::CloseSource => app.shared_source = None,
-        TabsEffect::OpenSource(url) => {
-            app.shared_source = None;
-            let handler: Handler = Rc::new(move |e| d(Msg::Tabs(leader_msg(e))));
-            match Source::open(&url, &SHARED_EVENTS, &handler) {
-                Ok(source) => app.shared_source = Some(source),
-                Err(e) => {
-                    return Some(Msg::Shared(shared_counter::Msg::OpenFailed {
-                        error: js_error_text(&e),
+        TabsEffect::CloseSource => {
+            app.leader_source = None;
+            app.handover_source = None;
+            app.snapshot_source = None;
+        }
+        TabsEffect::EndHandover => {
+            app.handover_source = None;
+            app.snapshot_source = None;
+        }
+        TabsEffect::OpenSource(url) => return open_leader(app, &url, false, d),
+        TabsEffect::HandOver(url) => return open_leader(app, &url, true, d),
+        TabsEffect::Snapshot(url) => {
+            let handler: Handler = Rc::new(move |e| match e {
+                SourceEvent::Open => {}
+                SourceEvent::Event { name, data, .. } => {
+                    d(Msg::Tabs(tab_share::Msg::SnapshotEvent {
+                        name: name.to_owned(),
+                        data,
                     }))
                 }
+                SourceEvent::Error { .. } => d(Msg::Tabs(tab_share::Msg::SnapshotError)),
+            });
+            match Source::open(&url, &SHARED_EVENTS, &handler) {
+                Ok(source) => app.snapshot_source = Some(source),
+                Err(_) => return Some(Msg::Tabs(tab_share::Msg::SnapshotError)),
             }
         }
     }
     None
 }
 
-/// The event types of the shared counter's stream.
+/// Opens the leader's stream on `url`, replacing the old one: closed, or with
+/// `handover` kept (and its events reported as such) until the handover ends.
+fn open_leader(app: &mut App, url: &str, handover: bool, d: Dispatch) -> Option<Msg> {
+    let old = app.leader_source.take();
+    app.handover_source = None;
+    if let Some(old) = old.filter(|_| handover) {
+        old.handing_over.set(true);
+        app.handover_source = Some(old);
+    }
+    let handing_over = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&handing_over);
+    let handler: Handler = Rc::new(move |e| {
+        if let Some(msg) = leader_msg(e, flag.get()) {
+            d(Msg::Tabs(msg))
+        }
+    });
+    match Source::open(url, &SHARED_EVENTS, &handler) {
+        Ok(source) => {
+            app.leader_source = Some(LeaderSource {
+                _source: source,
+                handing_over,
+            });
+            None
+        }
+        Err(e) => Some(Msg::Shared(shared_counter::Msg::OpenFailed {
+            error: js_error_text(&e),
+        })),
+    }
+}
+
+/// The event types of the shared counter's stream (and of the leader's, whose chat
+/// messages are `message` events too).
 const SHARED_EVENTS: [&str; 4] = [
     "message",
     shared::events::RESET,
@@ -298,10 +345,17 @@ fn chat_msg(e: SourceEvent) -> chat::Msg {
     }
 }
 
-/// The sharing protocol's message for what the leader's EventSource reports.
-fn leader_msg(e: SourceEvent) -> tab_share::Msg {
+/// The sharing protocol's message for what the leader's EventSource reports; an old
+/// stream handing over reports only its events (its browser's reconnects are its own).
+fn leader_msg(e: SourceEvent, handing_over: bool) -> Option<tab_share::Msg> {
     use tab_share::Msg;
-    match e {
+    Some(match e {
+        SourceEvent::Event { name, id, data } if handing_over => Msg::HandoverEvent {
+            name: name.to_owned(),
+            id,
+            data,
+        },
+        _ if handing_over => return None,
         SourceEvent::Open => Msg::SourceOpened,
         SourceEvent::Event { name, id, data } => Msg::SourceEvent {
             name: name.to_owned(),
@@ -309,7 +363,7 @@ fn leader_msg(e: SourceEvent) -> tab_share::Msg {
             data,
         },
         SourceEvent::Error { closed } => Msg::SourceError { closed },
-    }
+    })
 }
 
 /// Runs a request on the browser's loop; its answer comes back as a message.
@@ -480,10 +534,12 @@ fn start() -> Result<(), JsValue> {
             view,
             source: None,
             shared_source: None,
+            leader_source: None,
+            handover_source: None,
+            snapshot_source: None,
             tabs: None,
             shared_timer: None,
             chat_source: None,
-            chat_tabs: None,
             chat_timer: None,
             chat_retry_timer: None,
             dispatch: Rc::new(move |msg| {
@@ -499,17 +555,10 @@ fn start() -> Result<(), JsValue> {
             let d = Rc::clone(&d);
             Rc::new(move |msg| d(Msg::Tabs(msg)))
         };
-        let chat_handler: tabs::Handler = {
-            let d = Rc::clone(&d);
-            Rc::new(move |msg| d(Msg::ChatTabs(msg)))
-        };
-        let groups = tabs::Tabs::new(&handler, tab_share::CHANNEL_NAME, tab_share::LOCK_NAME).zip(
-            tabs::Tabs::new(&chat_handler, chat::CHANNEL_NAME, chat::LOCK_NAME),
-        );
-        if let Some((tabs, chat_tabs)) = groups {
+        if let Some(tabs) = tabs::Tabs::new(&handler, tab_share::CHANNEL_NAME, tab_share::LOCK_NAME)
+        {
             let mut a = app.borrow_mut();
             a.tabs = Some(tabs);
-            a.chat_tabs = Some(chat_tabs);
             let tab = format!(
                 "{:x}",
                 (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64
@@ -519,13 +568,11 @@ fn start() -> Result<(), JsValue> {
     }
     if app.borrow().tabs.is_some() {
         d(Msg::Tabs(tab_share::Msg::Start));
-        d(Msg::ChatTabs(tab_share::Msg::Start));
         // The tab tells the others when it goes (closes, navigates away), so that they
         // stop counting what it needed; the browser frees its lock by itself.
         let d = Rc::clone(&d);
         let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
             d(Msg::Tabs(tab_share::Msg::Leaving));
-            d(Msg::ChatTabs(tab_share::Msg::Leaving));
         });
         window.add_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref())?;
         // It must live as long as the page.

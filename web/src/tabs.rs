@@ -38,8 +38,8 @@ impl Tabs {
     /// (or the page is not a secure context, which Web Locks need): the tab then holds a
     /// stream of its own.
     ///
-    /// `channel_name` and `lock_name` name the group: the shared counter's
-    /// (`tab_share::CHANNEL_NAME`, `tab_share::LOCK_NAME`) or the chat's.
+    /// `channel_name` and `lock_name` name the group (`tab_share::CHANNEL_NAME`,
+    /// `tab_share::LOCK_NAME`: one for every panel's stream).
     pub fn new(handler: &Handler, channel_name: &str, lock_name: &'static str) -> Option<Tabs> {
         let window = web_sys::window()?;
         let locks = Reflect::get(&window.navigator(), &"locks".into()).ok()?;

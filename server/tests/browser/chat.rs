@@ -6,7 +6,8 @@
 //! second, and nothing reconnects; a 3 s session refreshes itself and keeps streaming;
 //! markup in a message shows as text. And (issue 21) the tabs of one browser hold one
 //! chat stream between them: a tab that joins a room makes the leader reopen it once,
-//! for the union of the rooms, with no gap and no repeat.
+//! for the union of the rooms, with no gap and no repeat; and the shared counter rides
+//! on that same stream, so two tabs with both panels in use hold one stream.
 
 use crate::harness::{now_ms, Harness, Setup, Tab, QUIET, WAIT};
 use crate::support::{poll_until, tokens, TempDir};
@@ -406,6 +407,95 @@ async fn a_tab_that_joins_a_room_makes_one_reopen_with_no_gap() {
         );
         // One stream for the two tabs (three channels), opened once more for the union.
         h.wait_metric("sse_channel_subscriptions", 3.0).await;
+        assert_eq!(h.metric("sse_active_streams").await, 1.0);
+        assert_eq!(h.metric("sse_streams_total").await, opened + 1.0);
+    })
+    .await;
+}
+
+/// The numbers the current tab's shared value showed, in order (an observed element
+/// records a text again only after another, so a repeated value shows as going back).
+async fn values_seen(h: &Harness) -> Vec<u64> {
+    h.seen_texts("shared-value")
+        .await
+        .iter()
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+/// The shared counter and the chat in two tabs of one browser: one group, so one
+/// stream on the server for the counter and every channel. A tab joining a room makes
+/// exactly one reopen, and while the counter changes and a backend publishes to the
+/// lobby throughout, both tabs show every value and every message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_and_the_chat_share_one_stream_and_a_room_joined_reopens_it_once() {
+    let (_secret, key_arg) = backend_key();
+    let setup =
+        Setup::http()
+            .args(DEMO)
+            .args(["--jwt-secret-file", &key_arg, "--publish-rate", "1000"]);
+    Harness::scenario(setup, async |h| {
+        let token = backend_token();
+        let first = h.tab().await;
+        h.load("/?shared=1").await;
+        h.observe("shared-value").await;
+        h.wait_text("shared-state", "open").await;
+        sign_in(h, "ann").await;
+        h.new_tab().await;
+        h.load("/?shared=1").await;
+        h.observe("shared-value").await;
+        h.observe("chat-state").await;
+        h.wait_text("shared-state", "open").await;
+        h.wait_text("chat-user", "ann").await;
+        h.wait_text("chat-state", "open").await;
+        h.wait_text("shared-role", "follower").await;
+        h.wait_text("chat-role", "follower").await;
+        // The handover from `/api/shared` to `/api/events` is over: one stream for the
+        // browser, with the counter, the lobby and ann's own channel.
+        h.wait_metric("sse_active_streams", 1.0).await;
+        h.wait_metric("sse_channel_subscriptions", 3.0).await;
+        let opened = h.metric("sse_streams_total").await;
+        let mut sent = Vec::new();
+        let mut last = 0;
+        for n in 1..=20 {
+            if n == 8 {
+                h.fill("chat-room", "games").await;
+                h.click("chat-join").await;
+            }
+            last = h.increment().await;
+            let text = format!("lobby {n}");
+            h.publish(&token, "rooms/lobby", json!({"text": text}))
+                .await;
+            sent.push(text);
+        }
+        h.publish(&token, "rooms/games", json!({"text": "games 1"}))
+            .await;
+        let mut all = sent.clone();
+        all.push("games 1".into());
+        let in_second = wait_messages(h, all.len()).await;
+        assert_eq!(texts(&in_second), all, "the joining tab");
+        h.wait_text("shared-value", &last.to_string()).await;
+        let values = values_seen(h).await;
+        assert_eq!(
+            values,
+            (values[0]..=last).collect::<Vec<_>>(),
+            "the joining tab: every value once, in order"
+        );
+        h.switch_to(&first).await;
+        let in_first = wait_messages(h, sent.len()).await;
+        assert_eq!(
+            texts(&in_first),
+            sent,
+            "the first tab shows its own rooms only"
+        );
+        h.wait_text("shared-value", &last.to_string()).await;
+        assert_eq!(
+            values_seen(h).await,
+            (0..=last).collect::<Vec<_>>(),
+            "the first tab: every value once, in order, across the handover and the reopen"
+        );
+        // Still one stream (four channels now), opened once more for the union.
+        h.wait_metric("sse_channel_subscriptions", 4.0).await;
         assert_eq!(h.metric("sse_active_streams").await, 1.0);
         assert_eq!(h.metric("sse_streams_total").await, opened + 1.0);
     })

@@ -5,7 +5,7 @@
 //! - Signing in joins [`LOBBY`] and the user's own channel `users/<name>`, where direct
 //!   messages arrive; more rooms can be joined. What the panel needs is a set of
 //!   channels ([`Effect::Need`]); the page opens one stream for it, or shares one with
-//!   the other tabs (`tab_share`).
+//!   the other tabs (`tab_share`), the one that carries the shared counter too.
 //! - Before the token's `exp` the panel refreshes the session (a new cookie, the same
 //!   session); the stream opened with the old token ends with `end` `expired`, and the
 //!   panel reopens it after the last id, with the new cookie. `end` `revoked` (signed
@@ -22,11 +22,6 @@ use shared::channels::{ChannelEnd, ChannelEvent, ChannelReset, PublishRequest, S
 use shared::{EndReason, ErrorBody};
 use std::collections::VecDeque;
 
-/// The Web Lock whose holder holds the chat's stream for every tab (a group of its own,
-/// beside the shared counter's `tab_share::LOCK_NAME`).
-pub const LOCK_NAME: &str = "sse-counter-chat-stream";
-/// The `BroadcastChannel` the tabs share the chat's stream on.
-pub const CHANNEL_NAME: &str = "sse-counter-chat-tabs";
 /// The room every user joins at sign-in.
 pub const LOBBY: &str = "rooms/lobby";
 /// The type of a chat message on its channel.

@@ -6,8 +6,8 @@
 //! By concern: [`form`] reads the settings, [`refusal`] works out why a stream was
 //! refused, [`log`] keeps the event log, [`shared_counter`] runs the shared counter
 //! panel and [`reconnect`] times its reconnections, [`tab_share`] lets the tabs of one
-//! browser share one stream for the panel, [`chat`] runs the "Channels" panel (whose
-//! stream the tabs share too, as a second group); this module runs the per-client
+//! browser share one stream, [`chat`] runs the "Channels" panel (whose channels ride on
+//! that same shared stream, with the counter); this module runs the per-client
 //! counter's connection and joins them.
 
 pub mod chat;
@@ -91,13 +91,12 @@ pub enum Msg {
     Why { serial: u64, answer: Option<Answer> },
     /// An input for the shared counter panel.
     Shared(shared_counter::Msg),
-    /// What the tab-sharing glue reports: another tab, the lock, the leader's stream.
+    /// What the tab-sharing glue reports: another tab, the lock, the leader's stream
+    /// (the shared counter's and the chat's, one for both).
     Tabs(tab_share::Msg),
     /// An input for the "Channels" panel (its own stream's events included, when it
     /// holds one).
     Chat(chat::Msg),
-    /// What the chat's tab-sharing glue reports.
-    ChatTabs(tab_share::Msg),
 }
 
 /// What the glue must do after an update.
@@ -112,13 +111,13 @@ pub enum Effect {
     AskWhy { url: String, serial: u64 },
     /// Something to do for the shared counter panel.
     Shared(shared_counter::Effect),
-    /// Something to do to share the panel's stream with the other tabs.
+    /// Something to do to share the page's stream with the other tabs.
     Tabs(TabsEffect),
     /// A request or timer of the "Channels" panel.
     Chat(chat::Effect),
-    /// The chat's stream: shared with the other tabs (every variant), or its own
-    /// (`OpenSource`, `CloseSource`).
-    ChatTabs(TabsEffect),
+    /// The chat's own stream, while the tab does not share (`OpenSource`,
+    /// `CloseSource`).
+    ChatOwn(TabsEffect),
 }
 
 /// What the glue does for [`tab_share`]; the panel's own stream effects are replaced by
@@ -132,6 +131,15 @@ pub enum TabsEffect {
     /// Open the leader's stream on this URL (replacing any); its events come back as
     /// [`tab_share::Msg::SourceEvent`] and the like.
     OpenSource(String),
+    /// The same, keeping the old stream until [`TabsEffect::EndHandover`] (its events
+    /// come back as [`tab_share::Msg::HandoverEvent`]).
+    HandOver(String),
+    /// Open a one-shot stream on this URL (`/api/shared`) for the current value; its
+    /// events come back as [`tab_share::Msg::SnapshotEvent`].
+    Snapshot(String),
+    /// Close the old stream of a handover and the snapshot.
+    EndHandover,
+    /// Close every stream of the group.
     CloseSource,
 }
 
@@ -143,9 +151,20 @@ fn glue_effect(effect: tab_share::Effect) -> Result<TabsEffect, tab_share::Deliv
         E::Post(wire) => TabsEffect::Post(wire),
         E::RequestLock => TabsEffect::RequestLock,
         E::ReleaseLock => TabsEffect::ReleaseLock,
-        E::Open { channels, last_id } => {
-            TabsEffect::OpenSource(tab_share::stream_url(&channels, last_id.as_deref()))
+        E::Open {
+            channels,
+            last_id,
+            handover,
+        } => {
+            let url = tab_share::stream_url(&channels, last_id.as_deref());
+            if handover {
+                TabsEffect::HandOver(url)
+            } else {
+                TabsEffect::OpenSource(url)
+            }
         }
+        E::Snapshot => TabsEffect::Snapshot(shared::SharedParams::default().to_url()),
+        E::EndHandover => TabsEffect::EndHandover,
         E::Close => TabsEffect::CloseSource,
     })
 }
@@ -174,14 +193,14 @@ pub struct State {
     inquiry: Inquiry,
     /// The shared counter panel, which has a life of its own: Connect leaves it alone.
     pub shared: SharedCounter,
-    /// How the panel's stream is shared with the other tabs; `None` when this tab holds
-    /// its own (`?share=0`, or a browser without Web Locks or `BroadcastChannel`).
+    /// How the page's stream (the shared counter's and the chat's, one for both) is
+    /// shared with the other tabs; `None` when this tab holds its own streams
+    /// (`?share=0`, or a browser without Web Locks or `BroadcastChannel`).
     pub tabs: Option<TabShare>,
     /// The "Channels" panel.
     pub chat: Chat,
-    /// How the chat's stream is shared with the other tabs (a group of its own: its
-    /// lock, its `BroadcastChannel`); `None` when this tab holds its own.
-    pub chat_tabs: Option<TabShare>,
+    /// The channels the chat needs, which the tab needs beside the counter's.
+    chat_needs: tab_share::Channels,
     /// The channels of the chat's own stream, while it holds one (no sharing).
     chat_own: Option<tab_share::Channels>,
     /// The last id the chat's own stream delivered, which its next one resumes after.
@@ -206,7 +225,7 @@ impl Default for State {
             shared: SharedCounter::default(),
             tabs: None,
             chat: Chat::default(),
-            chat_tabs: None,
+            chat_needs: tab_share::Channels::new(),
             chat_own: None,
             chat_last_id: None,
             log: Log::default(),
@@ -225,10 +244,8 @@ impl State {
 
     /// This page, its panel's stream shared with the other tabs as `tab`.
     pub fn sharing(self, tab: impl Into<String>) -> State {
-        let tab = tab.into();
         State {
-            tabs: Some(TabShare::new(tab.clone())),
-            chat_tabs: Some(TabShare::new(tab)),
+            tabs: Some(TabShare::new(tab)),
             ..self
         }
     }
@@ -265,18 +282,24 @@ impl State {
                 effect => out.push(Effect::Shared(effect)),
             }
         }
-        let needs = if self.shared.conn.is_joined() {
-            [tab_share::SHARED_COUNTER.to_owned()].into()
-        } else {
-            tab_share::Channels::new()
-        };
-        to_tabs.push_back(tab_share::Msg::Need(needs));
+        to_tabs.push_back(tab_share::Msg::Need(self.tab_needs()));
         for msg in to_tabs {
             out.extend(self.tabs_update(msg, now_ms));
         }
         out
     }
 
+    /// What this tab needs of the shared stream: the counter while the panel is
+    /// joined, and the chat's channels.
+    fn tab_needs(&self) -> tab_share::Channels {
+        let mut needs = self.chat_needs.clone();
+        if self.shared.conn.is_joined() {
+            needs.insert(tab_share::SHARED_COUNTER.to_owned());
+        }
+        needs
+    }
+
+    /// A tab-sharing input; what it delivers goes to the panel it is for.
     fn tabs_update(&mut self, msg: tab_share::Msg, now_ms: u64) -> Vec<Effect> {
         use tab_share::Delivery;
         let Some(tabs) = self.tabs.as_mut() else {
@@ -284,26 +307,39 @@ impl State {
         };
         let mut out = Vec::new();
         for effect in tabs.update(msg) {
-            let panel = match glue_effect(effect) {
-                Ok(effect) => {
-                    out.push(Effect::Tabs(effect));
-                    continue;
+            match glue_effect(effect) {
+                Ok(effect) => out.push(Effect::Tabs(effect)),
+                Err(Delivery::Opened) => {
+                    // A panel that is open already (the stream reopened for another
+                    // panel's channels) has nothing new to hear.
+                    if self.shared.conn != shared_counter::Conn::Open {
+                        out.extend(self.shared_update(shared_counter::Msg::Opened, now_ms));
+                    }
+                    if self.chat.conn != chat::ChatConn::Open {
+                        out.extend(self.chat_update(chat::Msg::Opened, now_ms));
+                    }
                 }
-                Err(Delivery::Opened) => shared_counter::Msg::Opened,
-                Err(Delivery::Error { closed }) => shared_counter::Msg::Error { closed },
-                Err(Delivery::Event { name, id, data }) => {
-                    shared_counter::Msg::from_event(&name, id, data)
+                Err(Delivery::Error { closed }) => {
+                    out.extend(self.shared_update(shared_counter::Msg::Error { closed }, now_ms));
+                    out.extend(self.chat_update(chat::Msg::Error { closed }, now_ms));
                 }
-            };
-            out.extend(self.shared_update(panel, now_ms));
+                Err(Delivery::Counter { name, id, data }) => {
+                    let msg = shared_counter::Msg::from_event(&name, id, data);
+                    out.extend(self.shared_update(msg, now_ms));
+                }
+                Err(Delivery::Chat { name, id, data }) => {
+                    out.extend(self.shared_update(shared_counter::Msg::Alive, now_ms));
+                    out.extend(self.chat_update(chat::Msg::Event { name, id, data }, now_ms));
+                }
+            }
         }
         out
     }
 
     /// An input for the chat. Its stream effects go to [`tab_share`] while the tabs share
     /// its stream, or become this tab's own stream.
-    fn chat_update(&mut self, msg: chat::Msg) -> Vec<Effect> {
-        if self.chat_tabs.is_none() {
+    fn chat_update(&mut self, msg: chat::Msg, now_ms: u64) -> Vec<Effect> {
+        if self.tabs.is_none() {
             if let chat::Msg::Event { id, .. } = &msg {
                 if !id.is_empty() {
                     self.chat_last_id = Some(id.clone());
@@ -313,8 +349,8 @@ impl State {
         let mut out = Vec::new();
         for effect in self.chat.update(msg) {
             match effect {
-                chat::Effect::Need(channels) => out.extend(self.chat_need(channels)),
-                chat::Effect::Reopen => out.extend(self.chat_reopen()),
+                chat::Effect::Need(channels) => out.extend(self.chat_need(channels, now_ms)),
+                chat::Effect::Reopen => out.extend(self.chat_reopen(now_ms)),
                 effect => out.push(Effect::Chat(effect)),
             }
         }
@@ -322,14 +358,15 @@ impl State {
     }
 
     /// The chat needs a stream of `channels` now.
-    fn chat_need(&mut self, channels: tab_share::Channels) -> Vec<Effect> {
-        if self.chat_tabs.is_some() {
-            return self.chat_tabs_update(tab_share::Msg::Need(channels));
+    fn chat_need(&mut self, channels: tab_share::Channels, now_ms: u64) -> Vec<Effect> {
+        if self.tabs.is_some() {
+            self.chat_needs = channels;
+            return self.tabs_update(tab_share::Msg::Need(self.tab_needs()), now_ms);
         }
         if channels.is_empty() {
             self.chat_last_id = None;
             return match self.chat_own.take() {
-                Some(_) => vec![Effect::ChatTabs(TabsEffect::CloseSource)],
+                Some(_) => vec![Effect::ChatOwn(TabsEffect::CloseSource)],
                 None => Vec::new(),
             };
         }
@@ -341,18 +378,18 @@ impl State {
             self.chat_last_id = None;
         }
         self.chat_own = Some(channels);
-        self.chat_reopen()
+        self.chat_reopen(now_ms)
     }
 
     /// A new stream for the chat after its last id.
-    fn chat_reopen(&mut self) -> Vec<Effect> {
-        if self.chat_tabs.is_some() {
-            return self.chat_tabs_update(tab_share::Msg::Reopen);
+    fn chat_reopen(&mut self, now_ms: u64) -> Vec<Effect> {
+        if self.tabs.is_some() {
+            return self.tabs_update(tab_share::Msg::Reopen, now_ms);
         }
         match &self.chat_own {
             Some(channels) => vec![
-                Effect::ChatTabs(TabsEffect::CloseSource),
-                Effect::ChatTabs(TabsEffect::OpenSource(tab_share::stream_url(
+                Effect::ChatOwn(TabsEffect::CloseSource),
+                Effect::ChatOwn(TabsEffect::OpenSource(tab_share::stream_url(
                     channels,
                     self.chat_last_id.as_deref(),
                 ))),
@@ -361,39 +398,17 @@ impl State {
         }
     }
 
-    fn chat_tabs_update(&mut self, msg: tab_share::Msg) -> Vec<Effect> {
-        use tab_share::Delivery;
-        let Some(tabs) = self.chat_tabs.as_mut() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for effect in tabs.update(msg) {
-            let panel = match glue_effect(effect) {
-                Ok(effect) => {
-                    out.push(Effect::ChatTabs(effect));
-                    continue;
-                }
-                Err(Delivery::Opened) => chat::Msg::Opened,
-                Err(Delivery::Error { closed }) => chat::Msg::Error { closed },
-                Err(Delivery::Event { name, id, data }) => chat::Msg::Event { name, id, data },
-            };
-            out.extend(self.chat_update(panel));
-        }
-        out
-    }
-
     /// What the chat's `chat-role` would say: `own`, `leader` or `follower` while
     /// signed in.
     pub fn chat_role(&self) -> Option<&'static str> {
         self.chat.user.as_ref()?;
-        Some(self.chat_tabs.as_ref().map_or("own", |t| t.role().as_str()))
+        Some(self.tabs.as_ref().map_or("own", |t| t.role().as_str()))
     }
 
     pub fn update(&mut self, msg: Msg, now_ms: u64) -> Vec<Effect> {
         match msg {
             Msg::Tabs(msg) => self.tabs_update(msg, now_ms),
-            Msg::Chat(msg) => self.chat_update(msg),
-            Msg::ChatTabs(msg) => self.chat_tabs_update(msg),
+            Msg::Chat(msg) => self.chat_update(msg, now_ms),
             Msg::Connect(form) => self.connect(&form, now_ms),
             Msg::Close => {
                 if !self.conn.is_live() {
@@ -516,7 +531,7 @@ impl State {
             shared: std::mem::take(&mut self.shared),
             tabs: self.tabs.take(),
             chat: std::mem::take(&mut self.chat),
-            chat_tabs: self.chat_tabs.take(),
+            chat_needs: std::mem::take(&mut self.chat_needs),
             chat_own: self.chat_own.take(),
             chat_last_id: self.chat_last_id.take(),
             log: std::mem::take(&mut self.log),
@@ -1060,6 +1075,7 @@ mod tests {
                 name: "message".into(),
                 id: Some("4".into()),
                 data: r#"{"value":4,"sent_at_us":1}"#.into(),
+                counter: false,
             }))),
             3,
         );
@@ -1132,7 +1148,7 @@ mod tests {
         effects
             .iter()
             .filter_map(|e| match e {
-                Effect::ChatTabs(t) => Some(t),
+                Effect::ChatOwn(t) | Effect::Tabs(t) => Some(t),
                 _ => None,
             })
             .collect()
@@ -1213,12 +1229,9 @@ mod tests {
         ));
         assert_eq!(s.chat_role(), Some("follower"));
         s.update(Msg::Connect(form("3", "", true)), 1);
-        assert!(
-            s.chat_tabs.is_some() && s.tabs.is_some(),
-            "Connect keeps the sharing"
-        );
+        assert!(s.tabs.is_some(), "Connect keeps the sharing");
         assert_eq!(s.chat.user.as_deref(), Some("ann"));
-        let fx = s.update(Msg::ChatTabs(tab_share::Msg::LockGranted), 2);
+        let fx = s.update(Msg::Tabs(tab_share::Msg::LockGranted), 2);
         assert_eq!(s.chat_role(), Some("leader"));
         assert!(chat_streams(&fx)
             .iter()
@@ -1232,5 +1245,56 @@ mod tests {
         );
         assert!(chat_streams(&fx).contains(&&TabsEffect::ReleaseLock));
         assert_eq!(s.chat_role(), None);
+    }
+
+    #[test]
+    fn the_counter_and_the_chat_are_one_group_and_each_event_goes_to_its_panel() {
+        use tab_share::Msg as T;
+        let mut s = State::default().sharing("t1");
+        s.update(Msg::Shared(shared_counter::Msg::Join), 0);
+        s.update(chat_session("ann"), 1);
+        let fx = s.update(Msg::Tabs(T::LockGranted), 2);
+        let url = "/api/events?channel=counter&channel=rooms%2Flobby&channel=users%2Fann";
+        assert!(
+            fx.contains(&Effect::Tabs(TabsEffect::OpenSource(url.into()))),
+            "one stream for both panels: {fx:?}"
+        );
+        assert_eq!(
+            (s.shared_role(), s.chat_role()),
+            (Some("leader"), Some("leader"))
+        );
+        let fx = s.update(Msg::Tabs(T::SourceOpened), 3);
+        assert!(fx.contains(&Effect::Tabs(TabsEffect::Snapshot("/api/shared".into()))));
+        assert_eq!(s.shared.conn, shared_counter::Conn::Open);
+        assert_eq!(s.chat.conn, chat::ChatConn::Open);
+        s.update(
+            Msg::Tabs(T::SnapshotEvent {
+                name: "message".into(),
+                data: r#"{"value":7,"sent_at_us":1}"#.into(),
+            }),
+            4,
+        );
+        s.update(
+            Msg::Tabs(T::SourceEvent {
+                name: "message".into(),
+                id: "e-1".into(),
+                data: r#"{"channel":"counter","data":{"value":8},"sent_at_us":1}"#.into(),
+            }),
+            5,
+        );
+        s.update(
+            Msg::Tabs(T::SourceEvent {
+                name: "message".into(),
+                id: "e-2".into(),
+                data:
+                    r#"{"channel":"rooms/lobby","data":{"text":"hi"},"from":"bob","sent_at_us":1}"#
+                        .into(),
+            }),
+            6,
+        );
+        assert_eq!((s.shared.value, s.shared.last_id), (Some(8), Some(8)));
+        assert_eq!(s.shared.events, 2, "the snapshot's value and the change");
+        let texts: Vec<&str> = s.chat.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["hi"], "the counter's change is not a chat message");
     }
 }

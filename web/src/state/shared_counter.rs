@@ -105,6 +105,9 @@ pub enum Msg {
     Reset { id: String, data: String },
     /// A `heartbeat` event's data.
     Heartbeat { data: String },
+    /// The stream showed that it is alive with an event for another panel (the chat's,
+    /// on the stream the tabs share): the server sends heartbeats only while it is idle.
+    Alive,
     /// An `end` event's data.
     End { data: String },
     /// The EventSource's `error` event; `closed` is whether its readyState is CLOSED,
@@ -369,6 +372,12 @@ impl SharedCounter {
                     log(LogKind::Malformed, "", &format!("heartbeat: {data} ({e})"));
                 }
                 self.heartbeats += 1;
+                Vec::new()
+            }
+            Msg::Alive => {
+                if self.conn.has_source() {
+                    self.last_seen_ms = now_ms;
+                }
                 Vec::new()
             }
             Msg::End { data } => {

@@ -8,25 +8,36 @@
 //!   takes over.
 //! - Tabs talk over the `BroadcastChannel` [`CHANNEL_NAME`] in [`Wire`] messages: what
 //!   each needs ([`Wire::Need`]), and from the leader its stream's state and every event.
-//! - The leader's stream is opened for the union of what the tabs need, after the last
-//!   id that this tab saw: a new leader resumes where the tabs are, and a change of the
-//!   union reopens the stream from there. Channels and ids are opaque strings.
-//! - Every tab applies an event once: ids already applied are dropped (the leader's new
-//!   stream may replay what the old leader relayed after the new one's last id), and a
-//!   `reset` starts a new run of ids.
+//! - One group for every panel: the shared counter ([`SHARED_COUNTER`]) and the chat's
+//!   channels. The leader's stream is opened for the union of what the tabs need:
+//!   `/api/shared` while only the counter is needed, `/api/events` (the counter as the
+//!   channel `counter`) as soon as another channel is. [`Delivery`] says which panel an
+//!   event is for.
+//! - A new stream resumes after the last id: the last counter value on `/api/shared`
+//!   (its ids are values), the last channel id on `/api/events`. `/api/events` sends no
+//!   current value, so a stream of it that no channel id of a stream with the counter
+//!   covers is followed, once open, by a one-shot `/api/shared` ([`Effect::Snapshot`])
+//!   for the value. Going from `/api/shared` to `/api/events` keeps the old stream until
+//!   it has delivered that value ([`Effect::EndHandover`]): make before break, so no
+//!   change is lost between the two.
+//! - Every tab applies an event once: channel ids already applied are dropped, and a
+//!   counter change only when its value is past the last one applied (each carries the
+//!   absolute value); a `reset` starts a new run.
 //!
 //! Pure: the glue turns [`Effect`]s into `BroadcastChannel`, `navigator.locks` and
 //! `EventSource` calls, and what they report into [`Msg`]s.
 
 use serde::{Deserialize, Serialize};
+use shared::channels::{ChannelEnd, ChannelEvent, ChannelReset};
+use shared::{End, EndReason, Reset, SharedValue};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The Web Lock whose holder is the leader.
 pub const LOCK_NAME: &str = "sse-counter-stream";
 /// The `BroadcastChannel` the tabs talk on.
 pub const CHANNEL_NAME: &str = "sse-counter-tabs";
-/// The shared counter as a channel of the page's stream.
-pub const SHARED_COUNTER: &str = "shared-counter";
+/// The shared counter as a channel of the page's stream: its name on `/api/events`.
+pub const SHARED_COUNTER: &str = shared::channels::COUNTER;
 /// How many recent ids a tab remembers to drop a repeat; a new leader's replay covers
 /// only what was relayed between its last id and its new stream, a handful of events.
 const REMEMBERED_IDS: usize = 256;
@@ -63,6 +74,10 @@ pub struct Relayed {
     /// The event's own id; `None` for an event without one (a heartbeat, `end`).
     pub id: Option<String>,
     pub data: String,
+    /// Whether the stream it came from carries the counter: its id then marks where the
+    /// counter is too, so a stream resumed after it needs no snapshot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counter: bool,
 }
 
 /// A message between tabs, sent as JSON over the `BroadcastChannel`.
@@ -82,7 +97,7 @@ pub enum Wire {
     /// An event of the leader's stream.
     Event(Relayed),
     /// The leader's answer to a tab that needs something: whether its stream is open,
-    /// and its last event with an id (the shared counter's current value).
+    /// and the last counter change it applied (the shared counter's current value).
     Snapshot { open: bool, last: Option<Relayed> },
 }
 
@@ -107,6 +122,16 @@ pub enum Msg {
     },
     /// This tab's own stream: `error`, and whether the browser gave up (CLOSED).
     SourceError { closed: bool },
+    /// An event of the `/api/shared` stream kept during a handover.
+    HandoverEvent {
+        name: String,
+        id: String,
+        data: String,
+    },
+    /// An event of the one-shot `/api/shared` of [`Effect::Snapshot`].
+    SnapshotEvent { name: String, data: String },
+    /// The one-shot `/api/shared` failed.
+    SnapshotError,
     /// The panel wants a new stream after the last id (its reconnect policy).
     Reopen,
     /// The tab is going away (`pagehide`).
@@ -116,14 +141,21 @@ pub enum Msg {
 /// What this tab's panels hear, as if from a stream of their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
+    /// For every panel.
     Opened,
-    Event {
+    /// For every panel.
+    Error { closed: bool },
+    /// For the shared counter panel, as `/api/shared` would send it (`id` the value).
+    Counter {
         name: String,
         id: String,
         data: String,
     },
-    Error {
-        closed: bool,
+    /// For the chat, as `/api/events` sends it.
+    Chat {
+        name: String,
+        id: String,
+        data: String,
     },
 }
 
@@ -136,12 +168,20 @@ pub enum Effect {
     RequestLock,
     /// Give the lock back.
     ReleaseLock,
-    /// Replace this tab's stream with one for `channels`, resuming after `last_id`.
+    /// Replace this tab's stream with one for `channels`, resuming after `last_id`
+    /// ([`stream_url`]). With `handover`, the old stream is kept (its events come as
+    /// [`Msg::HandoverEvent`]) until [`Effect::EndHandover`]; else it is closed.
     Open {
         channels: Channels,
         last_id: Option<String>,
+        handover: bool,
     },
-    /// Close this tab's stream.
+    /// Open a one-shot `/api/shared` for the current value; its events come as
+    /// [`Msg::SnapshotEvent`] until [`Effect::EndHandover`].
+    Snapshot,
+    /// Close the handover's old stream and the snapshot, if any.
+    EndHandover,
+    /// Close this tab's stream (and the handover's, and the snapshot).
     Close,
     /// Hand this to the tab's panels.
     Deliver(Delivery),
@@ -162,6 +202,105 @@ struct Stream {
     /// The `lastEventId` the source last reported: an event that reports the same has
     /// no id of its own (the browser keeps the last one).
     source_id: String,
+    /// Whether it is `/api/events` with the counter, which sends no current value.
+    events_with_counter: bool,
+    /// Whether a snapshot of the counter is to be taken once it opens.
+    snapshot_due: bool,
+}
+
+impl Stream {
+    fn is_shared(&self) -> bool {
+        is_shared_only(&self.channels)
+    }
+}
+
+/// The old `/api/shared` stream kept while the new `/api/events` one catches up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Handover {
+    /// The snapshot's value, once it came: the old stream is closed once it delivered
+    /// that far (everything before the new stream's start is then applied).
+    target: Option<u64>,
+    /// The new stream's counter changes meanwhile, applied when the old stream goes.
+    pending: Vec<Relayed>,
+}
+
+/// What an event is, for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Class {
+    /// A counter change, its absolute value, its `sent_at_us`.
+    Value(u64, u64),
+    /// `/api/shared`'s `reset`: the counter's value replaced.
+    CounterReset(u64),
+    /// `/api/shared`'s `end`.
+    CounterEnd,
+    /// A chat event; `lost_counter` for a channel `reset` that lists the counter.
+    Chat { lost_counter: bool },
+    /// `/api/events`' `end`: for the chat, and for the counter unless it is about the
+    /// token (`expired`, `revoked`: the protocol reopens for what is still needed).
+    ChannelEnd(EndReason),
+    /// A heartbeat: for every panel.
+    Heartbeat,
+}
+
+fn classify(event: &Relayed) -> Class {
+    match event.name.as_str() {
+        shared::events::HEARTBEAT => Class::Heartbeat,
+        shared::events::END => match serde_json::from_str::<ChannelEnd>(&event.data) {
+            Ok(end) if serde_json::from_str::<End>(&event.data).is_err() => {
+                Class::ChannelEnd(end.reason)
+            }
+            _ => Class::CounterEnd,
+        },
+        shared::events::RESET => match serde_json::from_str::<Reset>(&event.data) {
+            Ok(reset) => Class::CounterReset(reset.value),
+            Err(_) => Class::Chat {
+                lost_counter: serde_json::from_str::<ChannelReset>(&event.data)
+                    .is_ok_and(|r| r.channels.iter().any(|c| c == SHARED_COUNTER)),
+            },
+        },
+        _ => {
+            if let Ok(e) = serde_json::from_str::<ChannelEvent<'_>>(&event.data) {
+                if e.channel != SHARED_COUNTER {
+                    return Class::Chat {
+                        lost_counter: false,
+                    };
+                }
+                return match serde_json::from_str::<CounterData>(e.data.get()) {
+                    Ok(d) => Class::Value(d.value, e.sent_at_us),
+                    Err(_) => Class::Chat {
+                        lost_counter: false,
+                    },
+                };
+            }
+            match serde_json::from_str::<SharedValue>(&event.data) {
+                Ok(v) => Class::Value(v.value, v.sent_at_us),
+                // Malformed: the panel of the stream it came from logs it.
+                Err(_) if event.id.as_deref().is_some_and(is_channel_id) => Class::Chat {
+                    lost_counter: false,
+                },
+                Err(_) => Class::Value(MALFORMED, 0),
+            }
+        }
+    }
+}
+
+/// The value of a counter change that does not parse, which the panel logs.
+const MALFORMED: u64 = u64::MAX;
+
+/// The `data` of the channel `counter`'s events.
+#[derive(Deserialize)]
+struct CounterData {
+    value: u64,
+}
+
+/// Whether `channels` is the shared counter alone, which `/api/shared` streams.
+fn is_shared_only(channels: &Channels) -> bool {
+    channels.len() == 1 && channels.contains(SHARED_COUNTER)
+}
+
+/// Whether `id` is a channel id (`<epoch>-<seq>`), not a value of `/api/shared`.
+fn is_channel_id(id: &str) -> bool {
+    id.contains('-')
 }
 
 /// One tab's side of the protocol.
@@ -173,11 +312,19 @@ pub struct TabShare {
     lock: Lock,
     /// The leader's stream, while this tab leads and needs something.
     stream: Option<Stream>,
-    /// The last id applied, which a new stream resumes after.
+    /// The old stream of a handover, while this tab leads.
+    handover: Option<Handover>,
+    /// Whether a snapshot was asked for and has not answered yet.
+    snapshot_open: bool,
+    /// The last channel id applied, which a new `/api/events` resumes after.
     last_id: Option<String>,
-    /// Ids applied lately, newest last, to drop repeats.
+    /// Whether the stream that sent [`TabShare::last_id`] carried the counter.
+    covered: bool,
+    /// The last counter value applied, which a new `/api/shared` resumes after.
+    counter: Option<u64>,
+    /// Channel ids applied lately, newest last, to drop repeats.
     recent: VecDeque<String>,
-    /// The last event with an id applied, for a [`Wire::Snapshot`].
+    /// The last counter change applied, for a [`Wire::Snapshot`].
     last_event: Option<Relayed>,
     /// Whether this tab's panels were last told that the stream is open (by the leader,
     /// or by this tab's own stream when it leads).
@@ -192,7 +339,11 @@ impl TabShare {
             needs: BTreeMap::new(),
             lock: Lock::None,
             stream: None,
+            handover: None,
+            snapshot_open: false,
             last_id: None,
+            covered: false,
+            counter: None,
             recent: VecDeque::new(),
             last_event: None,
             leader_open: false,
@@ -237,9 +388,16 @@ impl TabShare {
                     return Vec::new();
                 };
                 stream.open = true;
+                let snapshot = std::mem::take(&mut stream.snapshot_due);
                 // A tab that took over from another was told already.
                 let mut effects = vec![Effect::Post(Wire::Opened)];
                 effects.extend(self.leader_opened());
+                if snapshot {
+                    // The new stream's place is fixed now: a value read after it covers
+                    // every change before it.
+                    self.snapshot_open = true;
+                    effects.push(Effect::Snapshot);
+                }
                 effects
             }
             Msg::SourceEvent { name, id, data } => {
@@ -252,13 +410,33 @@ impl TabShare {
                     name,
                     id: own_id,
                     data,
+                    counter: stream.events_with_counter,
                 };
-                match self.apply(event.clone()) {
-                    Some(delivery) => {
-                        vec![Effect::Post(Wire::Event(event)), Effect::Deliver(delivery)]
-                    }
-                    None => Vec::new(),
+                let class = classify(&event);
+                if let (Some(h), Class::Value(..)) = (&mut self.handover, &class) {
+                    // The old stream delivers the counter until the handover ends.
+                    h.pending.push(event);
+                    return Vec::new();
                 }
+                let mut effects = self.relay(event);
+                match class {
+                    // The stream lived as long as its token; the cookie was refreshed
+                    // before its `exp`: the counter goes on in a new stream at once.
+                    Class::ChannelEnd(EndReason::Expired) => effects.extend(self.open()),
+                    // The session is gone for every tab of the browser (one cookie):
+                    // what is still needed is the counter.
+                    Class::ChannelEnd(EndReason::Revoked) => {
+                        for channels in self.needs.values_mut() {
+                            channels.retain(|c| c == SHARED_COUNTER);
+                        }
+                        self.needs.retain(|_, c| !c.is_empty());
+                        if self.role() == Role::Leader {
+                            effects.extend(self.reconcile());
+                        }
+                    }
+                    _ => {}
+                }
+                effects
             }
             Msg::SourceError { closed } => {
                 let Some(stream) = &mut self.stream else {
@@ -270,6 +448,57 @@ impl TabShare {
                     Effect::Post(Wire::Failed),
                     Effect::Deliver(Delivery::Error { closed }),
                 ]
+            }
+            Msg::HandoverEvent { name, id, data } => {
+                if self.handover.is_none() {
+                    return Vec::new();
+                }
+                let event = Relayed {
+                    name,
+                    id: Some(id).filter(|id| !id.is_empty()),
+                    data,
+                    counter: false,
+                };
+                let mut effects = match classify(&event) {
+                    Class::Value(..) | Class::CounterReset(_) => self.relay(event),
+                    _ => Vec::new(),
+                };
+                effects.extend(self.end_handover_if_done());
+                effects
+            }
+            Msg::SnapshotEvent { name, data } => {
+                if !std::mem::take(&mut self.snapshot_open) {
+                    return Vec::new();
+                }
+                let event = Relayed {
+                    name,
+                    id: None,
+                    data,
+                    counter: false,
+                };
+                let value = match classify(&event) {
+                    Class::Value(v, _) | Class::CounterReset(v) => v,
+                    _ => return Vec::new(),
+                };
+                match &mut self.handover {
+                    Some(h) => {
+                        h.target = Some(value);
+                        self.end_handover_if_done()
+                    }
+                    None => {
+                        let event = Relayed {
+                            id: Some(value.to_string()),
+                            ..event
+                        };
+                        let mut effects = vec![Effect::EndHandover];
+                        effects.extend(self.relay(event));
+                        effects
+                    }
+                }
+            }
+            Msg::SnapshotError => {
+                self.snapshot_open = false;
+                self.end_handover()
             }
             Msg::Reopen => match self.role() {
                 Role::Leader => {
@@ -290,6 +519,8 @@ impl TabShare {
                 // Closed first: a stream that the unloading page's browser sees fail
                 // would be reopened by it (and tell the others it failed) on the way out.
                 let mut effects = Vec::new();
+                self.handover = None;
+                self.snapshot_open = false;
                 if self.stream.take().is_some() {
                     effects.push(Effect::Close);
                 }
@@ -299,6 +530,39 @@ impl TabShare {
                 effects
             }
         }
+    }
+
+    /// As the leader: applies an event of its own and passes it on if it was new.
+    fn relay(&mut self, event: Relayed) -> Vec<Effect> {
+        let deliveries = self.apply(event.clone());
+        if deliveries.is_empty() {
+            return Vec::new();
+        }
+        let mut effects = vec![Effect::Post(Wire::Event(event))];
+        effects.extend(deliveries.into_iter().map(Effect::Deliver));
+        effects
+    }
+
+    /// Ends the handover once the old stream delivered as far as the snapshot.
+    fn end_handover_if_done(&mut self) -> Vec<Effect> {
+        match &self.handover {
+            Some(Handover {
+                target: Some(t), ..
+            }) if self.counter.is_some_and(|c| c >= *t) => self.end_handover(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Closes the old stream and the snapshot; the new stream's changes held meanwhile
+    /// are applied now (those the old one delivered are dropped as repeats).
+    fn end_handover(&mut self) -> Vec<Effect> {
+        let mut effects = vec![Effect::EndHandover];
+        if let Some(h) = self.handover.take() {
+            for event in h.pending {
+                effects.extend(self.relay(event));
+            }
+        }
+        effects
     }
 
     /// This tab's panels now need `channels`.
@@ -320,11 +584,16 @@ impl TabShare {
             // Joining starts afresh: the stream (or the leader's snapshot) says where
             // things are now.
             self.forget();
+        } else if !channels.is_subset(&before) {
+            // A panel that needs the stream now is told when it is open.
+            self.leader_open = false;
         }
         match (self.lock, channels.is_empty()) {
             (Lock::Held, true) => {
                 // The next tab in the lock's queue takes over, from the last id it saw.
                 self.lock = Lock::None;
+                self.handover = None;
+                self.snapshot_open = false;
                 if self.stream.take().is_some() {
                     effects.push(Effect::Close);
                 }
@@ -396,15 +665,15 @@ impl TabShare {
                 } else {
                     Vec::new()
                 };
-                if let Some(delivery) = last.and_then(|e| self.apply(e)) {
-                    effects.push(Effect::Deliver(delivery));
+                if let Some(event) = last {
+                    effects.extend(self.apply(event).into_iter().map(Effect::Deliver));
                 }
                 effects
             }
             // A leader applies what the previous leader relayed too: it may come after
             // the lock did, and it is then repeated by the new stream (and dropped).
             Wire::Event(event) if following || leading => {
-                self.apply(event).map(Effect::Deliver).into_iter().collect()
+                self.apply(event).into_iter().map(Effect::Deliver).collect()
             }
             Wire::Opened | Wire::Failed | Wire::Snapshot { .. } | Wire::Event(_) => Vec::new(),
         }
@@ -417,21 +686,59 @@ impl TabShare {
         vec![Effect::Deliver(Delivery::Opened)]
     }
 
-    /// As the leader: a new stream for the union, after the last id.
+    /// As the leader: a new stream for the union, after the last id that fits its URL.
     fn open(&mut self) -> Vec<Effect> {
+        // A handover or snapshot cut short: what the new stream held is applied, and the
+        // next stream takes a snapshot of its own (its last id may not cover the value).
+        let cut_short = self.handover.is_some()
+            || self.snapshot_open
+            || self.stream.as_ref().is_some_and(|s| s.snapshot_due);
+        self.snapshot_open = false;
+        let mut effects = Vec::new();
+        if let Some(h) = self.handover.take() {
+            for event in h.pending {
+                effects.extend(self.relay(event));
+            }
+        }
         let channels = self.union();
+        let shared_only = is_shared_only(&channels);
+        let with_counter = !shared_only && channels.contains(SHARED_COUNTER);
+        let last_id = if shared_only {
+            // `/api/shared`'s ids are the values; a later `/api/events` starts live
+            // again (a new sign-in does not replay what came while signed out).
+            self.last_id = None;
+            self.covered = false;
+            self.counter.map(|v| v.to_string())
+        } else {
+            self.last_id.clone()
+        };
+        let snapshot_due = with_counter && (cut_short || !(last_id.is_some() && self.covered));
+        // Make before break: the old `/api/shared` delivers until the new stream has
+        // caught up with it.
+        let handover = snapshot_due
+            && self.counter.is_some()
+            && self
+                .stream
+                .as_ref()
+                .is_some_and(|s| s.open && s.is_shared());
+        self.handover = handover.then(Handover::default);
         self.stream = Some(Stream {
             channels: channels.clone(),
             open: false,
             source_id: String::new(),
+            events_with_counter: with_counter,
+            snapshot_due,
         });
-        vec![
-            Effect::Close,
-            Effect::Open {
-                channels,
-                last_id: self.last_id.clone(),
-            },
-        ]
+        let open = Effect::Open {
+            channels,
+            last_id,
+            handover,
+        };
+        if !handover {
+            effects.push(Effect::Close);
+        }
+        effects.push(open);
+        effects
     }
 
     /// As the leader: reopens the stream if the union is no longer what it was opened
@@ -444,34 +751,106 @@ impl TabShare {
     }
 
     /// Applies an event unless it is a repeat; what the panels hear of it.
-    fn apply(&mut self, event: Relayed) -> Option<Delivery> {
-        if let Some(id) = &event.id {
-            if event.name == shared::events::RESET {
+    fn apply(&mut self, event: Relayed) -> Vec<Delivery> {
+        let class = classify(&event);
+        let reset = matches!(class, Class::CounterReset(_))
+            || event.name == shared::events::RESET && event.id.is_some();
+        if let Some(id) = event.id.as_ref().filter(|id| is_channel_id(id)) {
+            if reset {
                 // A reset starts a new run of ids, which may repeat old ones.
                 self.recent.clear();
             } else if self.recent.contains(id) {
-                return None;
+                return Vec::new();
             }
             if self.recent.len() == REMEMBERED_IDS {
                 self.recent.pop_front();
             }
             self.recent.push_back(id.clone());
             self.last_id = Some(id.clone());
-            self.last_event = Some(event.clone());
+            self.covered = event.counter;
         }
-        Some(Delivery::Event {
-            id: event
-                .id
-                .or_else(|| self.last_id.clone())
-                .unwrap_or_default(),
-            name: event.name,
-            data: event.data,
-        })
+        let chat_id = event.id.clone().or_else(|| self.last_id.clone());
+        let counter_id = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let chat = |id: Option<String>| Delivery::Chat {
+            name: event.name.clone(),
+            id: id.unwrap_or_default(),
+            data: event.data.clone(),
+        };
+        match class {
+            Class::Value(value, sent_at_us) => {
+                if value != MALFORMED && self.counter.is_some_and(|c| value <= c) {
+                    return Vec::new();
+                }
+                let data = if value == MALFORMED {
+                    event.data.clone()
+                } else {
+                    self.counter = Some(value);
+                    serde_json::json!({ "value": value, "sent_at_us": sent_at_us }).to_string()
+                };
+                let relayed = Relayed {
+                    name: "message".to_owned(),
+                    id: Some(value.to_string()),
+                    data,
+                    counter: false,
+                };
+                self.last_event = Some(relayed.clone());
+                vec![Delivery::Counter {
+                    name: relayed.name,
+                    id: value.to_string(),
+                    data: relayed.data,
+                }]
+            }
+            Class::CounterReset(value) => {
+                self.counter = Some(value);
+                vec![Delivery::Counter {
+                    name: event.name.clone(),
+                    id: value.to_string(),
+                    data: event.data.clone(),
+                }]
+            }
+            Class::CounterEnd => vec![Delivery::Counter {
+                name: event.name.clone(),
+                id: counter_id(self.counter),
+                data: event.data.clone(),
+            }],
+            Class::Chat { lost_counter } => {
+                if lost_counter {
+                    // The value is not known until the next change, which is applied.
+                    self.counter = None;
+                }
+                vec![chat(chat_id)]
+            }
+            Class::ChannelEnd(reason) => {
+                let mut out = vec![chat(chat_id)];
+                if !matches!(reason, EndReason::Expired | EndReason::Revoked) {
+                    let end = End {
+                        reason,
+                        last: self.counter.unwrap_or(0),
+                    };
+                    out.push(Delivery::Counter {
+                        name: event.name.clone(),
+                        id: counter_id(self.counter),
+                        data: serde_json::to_string(&end).unwrap_or_default(),
+                    });
+                }
+                out
+            }
+            Class::Heartbeat => vec![
+                Delivery::Counter {
+                    name: event.name.clone(),
+                    id: counter_id(self.counter),
+                    data: event.data.clone(),
+                },
+                chat(chat_id),
+            ],
+        }
     }
 
     /// Forgets what was applied: a new join starts afresh.
     fn forget(&mut self) {
         self.last_id = None;
+        self.covered = false;
+        self.counter = None;
         self.recent.clear();
         self.last_event = None;
         self.leader_open = false;
@@ -485,10 +864,11 @@ pub fn share_requested(query: &str) -> bool {
 }
 
 /// The URL of the stream for `channels`, resuming after `last_id`. The shared counter
-/// alone is `/api/shared`; a set of channels is `/api/events?channel=..`, one
-/// `channel` a name, with `last_event_id` to resume.
+/// alone is `/api/shared` (`last_id` a value); a set of channels is
+/// `/api/events?channel=..`, one `channel` a name (the counter's is `counter`), with
+/// `last_event_id` to resume (a channel id).
 pub fn stream_url(channels: &Channels, last_id: Option<&str>) -> String {
-    if channels.len() == 1 && channels.contains(SHARED_COUNTER) {
+    if is_shared_only(channels) {
         return shared::SharedParams {
             last_event_id: last_id.and_then(|id| id.parse().ok()),
         }
@@ -499,7 +879,7 @@ pub fn stream_url(channels: &Channels, last_id: Option<&str>) -> String {
         .iter()
         .map(|c| format!("channel={}", encode(c)))
         .collect();
-    if let Some(id) = last_id {
+    if let Some(id) = last_id.filter(|id| is_channel_id(id)) {
         pairs.push(format!("last_event_id={}", encode(id)));
     }
     url.push_str(&pairs.join("&"));
@@ -534,7 +914,25 @@ mod tests {
         Msg::SourceEvent {
             name: "message".into(),
             id: v.to_string(),
-            data: format!(r#"{{"value":{v}}}"#),
+            data: format!(r#"{{"value":{v},"sent_at_us":1}}"#),
+        }
+    }
+
+    /// A counter change as `/api/events` sends it, with its channel id.
+    fn channel_value(id: &str, v: u64) -> Msg {
+        Msg::SourceEvent {
+            name: "message".into(),
+            id: id.into(),
+            data: format!(r#"{{"channel":"counter","data":{{"value":{v}}},"sent_at_us":1}}"#),
+        }
+    }
+
+    /// A chat message on `channel`, with its channel id.
+    fn chat_message(id: &str, channel: &str) -> Msg {
+        Msg::SourceEvent {
+            name: "message".into(),
+            id: id.into(),
+            data: format!(r#"{{"channel":"{channel}","data":{{"text":"hi"}},"sent_at_us":1}}"#),
         }
     }
 
@@ -560,6 +958,9 @@ mod tests {
         opened: Vec<(Channels, Option<String>)>,
         /// Whether the tab holds a stream now.
         streaming: bool,
+        /// Whether it keeps an old stream handing over, and a snapshot open.
+        handing_over: bool,
+        snapshots: usize,
     }
 
     impl Browser {
@@ -571,6 +972,8 @@ mod tests {
                 heard: Vec::new(),
                 opened: Vec::new(),
                 streaming: false,
+                handing_over: false,
+                snapshots: 0,
             });
             self.send(i, Msg::Start);
             i
@@ -592,11 +995,21 @@ mod tests {
                         }
                     }
                     Effect::ReleaseLock => self.release(i),
-                    Effect::Open { channels, last_id } => {
+                    Effect::Open {
+                        channels,
+                        last_id,
+                        handover,
+                    } => {
                         self.tabs[i].opened.push((channels, last_id));
+                        self.tabs[i].handing_over = handover;
                         self.tabs[i].streaming = true;
                     }
-                    Effect::Close => self.tabs[i].streaming = false,
+                    Effect::Snapshot => self.tabs[i].snapshots += 1,
+                    Effect::EndHandover => self.tabs[i].handing_over = false,
+                    Effect::Close => {
+                        self.tabs[i].streaming = false;
+                        self.tabs[i].handing_over = false;
+                    }
                     Effect::Deliver(d) => self.tabs[i].heard.push(d),
                 }
             }
@@ -653,7 +1066,11 @@ mod tests {
                 .heard
                 .iter()
                 .filter_map(|d| match d {
-                    Delivery::Event { name, id, .. } if name != "heartbeat" => Some(id.clone()),
+                    Delivery::Counter { name, id, .. } | Delivery::Chat { name, id, .. }
+                        if name != "heartbeat" && name != "end" =>
+                    {
+                        Some(id.clone())
+                    }
                     _ => None,
                 })
                 .collect()
@@ -848,56 +1265,264 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_change_of_the_union_reopens_the_stream_from_the_last_id_once() {
+    /// Two tabs on the counter alone (`/api/shared`, values 1 to 3), then the second
+    /// signs in to the chat: one group, so one stream for the union.
+    fn counter_then_chat() -> (Browser, usize, usize) {
         let (mut b, a, c) = two_joined();
+        for v in 1..=3 {
+            b.send(a, value(v));
+        }
+        b.settle();
+        b.send(c, Msg::Need(set(&[SHARED_COUNTER, LOBBY])));
+        b.settle();
+        (b, a, c)
+    }
+
+    const LOBBY: &str = "rooms/lobby";
+
+    #[test]
+    fn the_chat_joining_hands_the_counter_over_to_one_events_stream_with_no_gap_or_repeat() {
+        let (mut b, a, c) = counter_then_chat();
+        let union = set(&[SHARED_COUNTER, LOBBY]);
+        assert_eq!(b.tabs[a].opened, [(counter(), None), (union.clone(), None)]);
+        assert!(
+            b.tabs[a].handing_over,
+            "the old stream stays until the new one caught up"
+        );
+        assert_eq!(
+            stream_url(&union, None),
+            "/api/events?channel=counter&channel=rooms%2Flobby"
+        );
+        // The old stream goes on: 4. The new one opens: a snapshot is taken.
         b.send(
             a,
-            Msg::SourceEvent {
+            Msg::HandoverEvent {
                 name: "message".into(),
-                id: "e-41".into(),
-                data: "x".into(),
+                id: "4".into(),
+                data: r#"{"value":4,"sent_at_us":1}"#.into(),
             },
         );
-        b.settle();
-        // Tab c joins the room "ops": the leader reopens for the union, after e-41.
-        b.send(c, Msg::Need(set(&[SHARED_COUNTER, "ops"])));
-        b.settle();
-        let want = set(&[SHARED_COUNTER, "ops"]);
-        assert_eq!(
-            b.tabs[a].opened,
-            [(counter(), None), (want.clone(), Some("e-41".into()))]
+        b.send(a, Msg::SourceOpened);
+        assert_eq!(b.tabs[a].snapshots, 1);
+        // The new stream is quicker than the old one: 5 and 6 come on it first (held),
+        // then 5 on the old one, then the snapshot's value, 5.
+        b.send(a, channel_value("e-1", 5));
+        b.send(a, channel_value("e-2", 6));
+        b.send(
+            a,
+            Msg::HandoverEvent {
+                name: "message".into(),
+                id: "5".into(),
+                data: r#"{"value":5,"sent_at_us":1}"#.into(),
+            },
         );
-        assert_eq!(
-            stream_url(&want, Some("e-41")),
-            "/api/events?channel=ops&channel=shared-counter&last_event_id=e-41"
+        assert!(b.tabs[a].handing_over);
+        b.send(
+            a,
+            Msg::SnapshotEvent {
+                name: "message".into(),
+                data: r#"{"value":5,"sent_at_us":1}"#.into(),
+            },
         );
-        // The same need again reopens nothing; the room left again does.
-        b.send(c, Msg::Need(want));
+        assert!(!b.tabs[a].handing_over, "the old stream is closed");
+        b.send(a, chat_message("e-3", LOBBY));
+        b.send(a, channel_value("e-4", 7));
         b.settle();
-        assert_eq!(b.tabs[a].opened.len(), 2);
+        for i in [a, c] {
+            assert_eq!(
+                b.values(i),
+                ["1", "2", "3", "4", "5", "6", "e-3", "7"],
+                "tab {i}"
+            );
+        }
+        let chat: Vec<_> = b.tabs[c]
+            .heard
+            .iter()
+            .filter(|d| matches!(d, Delivery::Chat { .. }))
+            .collect();
+        assert_eq!(
+            chat.len(),
+            1,
+            "the counter's changes are the counter panel's"
+        );
+        assert_eq!(b.streams(), 1);
+        assert_eq!(b.tabs[c].share.last_id.as_deref(), Some("e-4"));
+    }
+
+    #[test]
+    fn a_handover_cut_short_by_another_reopen_loses_nothing_and_snapshots_again() {
+        let (mut b, a, c) = counter_then_chat();
+        b.send(a, Msg::SourceOpened);
+        // The new stream's 4 is held (the old stream has not delivered it), and the union
+        // changes before the snapshot answers.
+        b.send(a, channel_value("e-1", 4));
+        b.send(a, chat_message("e-2", LOBBY));
+        b.send(c, Msg::Need(set(&[SHARED_COUNTER, LOBBY, "rooms/games"])));
+        b.settle();
+        assert!(
+            !b.tabs[a].handing_over,
+            "the old stream is closed with the reopen"
+        );
+        // The held 4 is applied as the old stream goes: the new one resumes after it,
+        // and the lobby's e-2 that it replays is dropped.
+        assert_eq!(
+            b.tabs[a].opened.last().map(|(_, id)| id.clone()),
+            Some(Some("e-1".into()))
+        );
+        // The late answer of the first snapshot is ignored; the new stream takes one.
+        b.send(
+            a,
+            Msg::SnapshotEvent {
+                name: "message".into(),
+                data: r#"{"value":9,"sent_at_us":1}"#.into(),
+            },
+        );
+        b.send(a, Msg::SourceOpened);
+        assert_eq!(b.tabs[a].snapshots, 2);
+        b.send(a, chat_message("e-2", LOBBY));
+        b.send(a, channel_value("e-3", 5));
+        b.settle();
+        for i in [a, c] {
+            assert_eq!(b.values(i), ["1", "2", "3", "e-2", "4", "5"], "tab {i}");
+        }
+    }
+
+    #[test]
+    fn a_room_joined_reopens_once_after_the_last_id_without_a_snapshot() {
+        let (mut b, a, c) = counter_then_chat();
         b.send(a, Msg::SourceOpened);
         b.send(
             a,
-            Msg::SourceEvent {
+            Msg::SnapshotEvent {
                 name: "message".into(),
-                id: "e-42".into(),
-                data: "y".into(),
+                data: r#"{"value":3,"sent_at_us":1}"#.into(),
             },
         );
+        b.send(a, channel_value("e-1", 4));
         b.settle();
+        b.send(c, Msg::Need(set(&[SHARED_COUNTER, LOBBY, "rooms/games"])));
+        b.settle();
+        let want = set(&[SHARED_COUNTER, LOBBY, "rooms/games"]);
         assert_eq!(
-            b.values(c),
-            ["e-41", "e-42"],
-            "no gap, no repeat across the reopen"
+            b.tabs[a].opened.last(),
+            Some(&(want.clone(), Some("e-1".into())))
         );
+        assert_eq!(
+            stream_url(&want, Some("e-1")),
+            "/api/events?channel=counter&channel=rooms%2Fgames&channel=rooms%2Flobby&last_event_id=e-1"
+        );
+        assert!(!b.tabs[a].handing_over);
+        b.send(a, Msg::SourceOpened);
+        assert_eq!(
+            b.tabs[a].snapshots, 1,
+            "the id covers the counter: no snapshot"
+        );
+        // The same need again reopens nothing.
+        b.send(c, Msg::Need(want));
+        b.settle();
+        assert_eq!(b.tabs[a].opened.len(), 3);
+        b.send(a, channel_value("e-1", 4));
+        b.send(a, channel_value("e-2", 5));
+        b.settle();
+        for i in [a, c] {
+            assert_eq!(
+                b.values(i),
+                ["1", "2", "3", "4", "5"],
+                "tab {i}: no gap, no repeat"
+            );
+        }
+        // Signed out: back to `/api/shared`, after the last value; a new sign-in is live.
         b.send(c, Msg::Need(counter()));
         b.settle();
         assert_eq!(
             b.tabs[a].opened.last(),
-            Some(&(counter(), Some("e-42".into())))
+            Some(&(counter(), Some("5".into())))
+        );
+        b.send(c, Msg::Need(set(&[SHARED_COUNTER, LOBBY])));
+        b.settle();
+        assert_eq!(
+            b.tabs[a].opened.last(),
+            Some(&(set(&[SHARED_COUNTER, LOBBY]), None))
         );
         assert_eq!(b.streams(), 1);
+    }
+
+    #[test]
+    fn a_private_channels_end_leaves_the_counter_going() {
+        let (mut b, a, c) = counter_then_chat();
+        b.send(a, Msg::SourceOpened);
+        b.send(
+            a,
+            Msg::SnapshotEvent {
+                name: "message".into(),
+                data: r#"{"value":3,"sent_at_us":1}"#.into(),
+            },
+        );
+        b.send(a, channel_value("e-1", 4));
+        b.settle();
+        let opens = b.tabs[a].opened.len();
+        // `expired`: the cookie was refreshed before `exp`; the union reopens at once.
+        let end = |reason: &str, last: &str| Msg::SourceEvent {
+            name: "end".into(),
+            id: last.into(),
+            data: format!(r#"{{"reason":"{reason}","last":"{last}"}}"#),
+        };
+        b.send(a, end("expired", "e-1"));
+        let union = set(&[SHARED_COUNTER, LOBBY]);
+        assert_eq!(b.tabs[a].opened.len(), opens + 1);
+        assert_eq!(b.tabs[a].opened.last(), Some(&(union, Some("e-1".into()))));
+        b.send(a, Msg::SourceOpened);
+        b.send(a, channel_value("e-2", 5));
+        // `revoked`: no tab has the chat any more (one cookie); the counter goes on alone.
+        b.send(a, end("revoked", "e-2"));
+        assert_eq!(
+            b.tabs[a].opened.last(),
+            Some(&(counter(), Some("5".into())))
+        );
+        b.settle();
+        for i in [a, c] {
+            assert_eq!(b.values(i), ["1", "2", "3", "4", "5"], "tab {i}");
+            let ends = b.tabs[i]
+                .heard
+                .iter()
+                .filter(|d| matches!(d, Delivery::Chat { name, .. } if name == "end"));
+            assert_eq!(ends.count(), 2, "tab {i}: the chat hears each end");
+            assert!(
+                !b.tabs[i]
+                    .heard
+                    .iter()
+                    .any(|d| matches!(d, Delivery::Counter { name, .. } if name == "end")),
+                "tab {i}: the counter panel hears no end of the token's"
+            );
+        }
+        assert_eq!(b.streams(), 1);
+    }
+
+    #[test]
+    fn a_new_leader_resumes_the_union_after_the_last_id_the_tabs_saw() {
+        let (mut b, a, c) = counter_then_chat();
+        b.send(a, Msg::SourceOpened);
+        b.send(
+            a,
+            Msg::SnapshotEvent {
+                name: "message".into(),
+                data: r#"{"value":3,"sent_at_us":1}"#.into(),
+            },
+        );
+        b.send(a, channel_value("e-1", 4));
+        b.settle();
+        b.close(a);
+        b.settle();
+        assert_eq!(b.leaders(), [c]);
+        assert_eq!(
+            b.tabs[c].opened,
+            [(set(&[SHARED_COUNTER, LOBBY]), Some("e-1".into()))]
+        );
+        b.send(c, Msg::SourceOpened);
+        assert_eq!(b.tabs[c].snapshots, 0, "e-1 came with the counter");
+        b.send(c, channel_value("e-1", 4));
+        b.send(c, channel_value("e-2", 5));
+        assert_eq!(b.values(c), ["1", "2", "3", "4", "5"]);
     }
 
     #[test]
@@ -951,11 +1576,11 @@ mod tests {
         for i in [a, c] {
             assert_eq!(b.values(i), ["1", "2", "0", "1"], "tab {i}");
             let beats = b.tabs[i].heard.iter().filter(
-                |d| matches!(d, Delivery::Event { name, id, .. } if name == "heartbeat" && id == "2"),
+                |d| matches!(d, Delivery::Counter { name, id, .. } if name == "heartbeat" && id == "2"),
             );
             assert_eq!(beats.count(), 2, "tab {i}");
         }
-        assert_eq!(b.tabs[c].share.last_id.as_deref(), Some("1"));
+        assert_eq!(b.tabs[c].share.counter, Some(1));
     }
 
     #[test]
@@ -979,6 +1604,7 @@ mod tests {
             name: "message".into(),
             id: Some("5".into()),
             data: r#"{"value":5}"#.into(),
+            counter: false,
         });
         let json = serde_json::to_string(&w).unwrap();
         assert_eq!(
@@ -991,10 +1617,7 @@ mod tests {
             channels: counter(),
         };
         let json = serde_json::to_string(&need).unwrap();
-        assert_eq!(
-            json,
-            r#"{"t":"need","tab":"t1","channels":["shared-counter"]}"#
-        );
+        assert_eq!(json, r#"{"t":"need","tab":"t1","channels":["counter"]}"#);
         assert_eq!(serde_json::from_str::<Wire>(&json).unwrap(), need);
     }
 }
