@@ -1185,3 +1185,46 @@ impl Harness {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 }
+
+// --- Appended helpers: the server's log on the clock ---
+
+/// When the server wrote a log line, in milliseconds since the epoch: the line's first
+/// word, the `tracing` timestamp (`2026-12-02T03:31:23.123456Z`, UTC), read on the
+/// clock that [`now_ms`] reads. `None` for a line that does not start with one.
+pub fn log_time_ms(line: &str) -> Option<u64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(str::parse::<i64>);
+    let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+    let mut hms = time.splitn(3, ':');
+    let (hh, mm) = (
+        hms.next()?.parse::<u64>().ok()?,
+        hms.next()?.parse::<u64>().ok()?,
+    );
+    let (ss, fraction) = hms.next()?.split_once('.')?;
+    let ss: u64 = ss.parse().ok()?;
+    // The first three digits of the fraction are the milliseconds.
+    let ms: u64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's `days_from_civil`).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some((days * 86_400 + hh * 3_600 + mm * 60 + ss) * 1_000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_time_ms;
+
+    #[test]
+    fn log_time_ms_reads_the_tracing_timestamp() {
+        let at = |stamp: &str| log_time_ms(&format!("{stamp}  INFO server: shared stream opened"));
+        assert_eq!(at("2026-12-02T03:31:23.123456Z"), Some(1_796_182_283_123));
+        assert_eq!(at("2024-02-29T23:59:59.999000Z"), Some(1_709_251_199_999));
+        assert_eq!(at("1970-01-01T00:00:00.000000Z"), Some(0));
+        assert_eq!(at("not a time"), None);
+    }
+}
