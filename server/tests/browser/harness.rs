@@ -1185,3 +1185,196 @@ impl Harness {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 }
+
+// --- Appended helpers: the server's log on the clock, and a proxy that withholds `end` ---
+
+/// When the server wrote a log line, in milliseconds since the epoch: the line's first
+/// word, the `tracing` timestamp (`2026-12-02T03:31:23.123456Z`, UTC), read on the
+/// clock that [`now_ms`] reads. `None` for a line that does not start with one.
+pub fn log_time_ms(line: &str) -> Option<u64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(str::parse::<i64>);
+    let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+    let mut hms = time.splitn(3, ':');
+    let (hh, mm) = (
+        hms.next()?.parse::<u64>().ok()?,
+        hms.next()?.parse::<u64>().ok()?,
+    );
+    let (ss, fraction) = hms.next()?.split_once('.')?;
+    let ss: u64 = ss.parse().ok()?;
+    // The first three digits of the fraction are the milliseconds.
+    let ms: u64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's `days_from_civil`).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some((days * 86_400 + hh * 3_600 + mm * 60 + ss) * 1_000 + ms)
+}
+
+/// A TCP proxy between the browser and the server that closes a connection just before
+/// the server's `end` event would reach the browser, as a network that fails right
+/// after a stream's last event would: the browser has the stream's last id and
+/// reconnects with it. Everything else passes as it is. It keeps the head (request line
+/// and headers) of every request that came through it, to count the browser's requests.
+pub struct EndCutter {
+    /// Where the browser connects.
+    pub addr: SocketAddr,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Closes every connection when the proxy is dropped.
+    stop: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// What [`EndCutter`] withholds, and every byte after it on that connection.
+const END_EVENT: &[u8] = b"event: end";
+/// The header value that makes an answer one [`EndCutter`] watches (the page's own
+/// files may hold the words of [`END_EVENT`]).
+const EVENT_STREAM: &[u8] = b"content-type: text/event-stream";
+
+/// Where `needle` first starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl EndCutter {
+    /// A proxy on `127.0.0.1:0` to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> EndCutter {
+        let listener = within_for(
+            WAIT,
+            "binding the end cutter",
+            tokio::net::TcpListener::bind("127.0.0.1:0"),
+        )
+        .await
+        .expect("bind the end cutter");
+        let addr = listener.local_addr().expect("the end cutter's address");
+        let heads = std::sync::Arc::default();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let kept = std::sync::Arc::clone(&heads);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (kept, mut stopped) = (std::sync::Arc::clone(&kept), stopped.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => {}
+                        () = Self::serve(client, upstream, kept) => {}
+                    }
+                });
+            }
+        });
+        EndCutter {
+            addr,
+            heads,
+            stop,
+            accept,
+        }
+    }
+
+    /// The heads of the requests that came through so far, in the order they came.
+    pub fn requests(&self) -> Vec<String> {
+        self.heads.lock().expect("heads lock").clone()
+    }
+
+    /// One connection, until either side closes or `end` comes.
+    async fn serve(
+        client: tokio::net::TcpStream,
+        upstream: SocketAddr,
+        heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_server, mut to_server) = server.into_split();
+        let up = async {
+            let mut pending = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                pending.extend_from_slice(&buf[..n]);
+                Self::keep_heads(&mut pending, &heads);
+                if to_server.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let down = async {
+            // Whether the answer on this connection is an event stream (then it is the
+            // connection's last), and the last bytes looked at, in case a marker spans
+            // two reads.
+            let mut streaming = false;
+            let mut tail: Vec<u8> = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                let mut window = tail.clone();
+                window.extend_from_slice(&buf[..n]);
+                let from = if streaming {
+                    Some(0)
+                } else {
+                    find(&window, EVENT_STREAM)
+                };
+                streaming = from.is_some();
+                let end =
+                    from.and_then(|from| find(&window[from..], END_EVENT).map(|at| from + at));
+                if let Some(at) = end {
+                    let keep = at.saturating_sub(tail.len());
+                    let _ = to_client.write_all(&buf[..keep]).await;
+                    return;
+                }
+                if to_client.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                let keep = EVENT_STREAM.len().max(END_EVENT.len()) - 1;
+                tail = window[window.len().saturating_sub(keep)..].to_vec();
+            }
+        };
+        // Either direction ending ends both, and dropping the halves closes the sockets.
+        tokio::select! {
+            () = up => {}
+            () = down => {}
+        }
+    }
+
+    /// Moves each complete request head in `pending` to `heads`, and skips its body
+    /// (`Content-Length`; the page sends no chunked request).
+    fn keep_heads(pending: &mut Vec<u8>, heads: &std::sync::Mutex<Vec<String>>) {
+        while let Some(end) = find(pending, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let body: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            if pending.len() < end + 4 + body {
+                return;
+            }
+            pending.drain(..end + 4 + body);
+            heads.lock().expect("heads lock").push(head);
+        }
+    }
+}
+
+impl Drop for EndCutter {
+    fn drop(&mut self) {
+        self.accept.abort();
+        let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_time_ms;
+
+    #[test]
+    fn log_time_ms_reads_the_tracing_timestamp() {
+        let at = |stamp: &str| log_time_ms(&format!("{stamp}  INFO server: shared stream opened"));
+        assert_eq!(at("2026-12-02T03:31:23.123456Z"), Some(1_796_182_283_123));
+        assert_eq!(at("2024-02-29T23:59:59.999000Z"), Some(1_709_251_199_999));
+        assert_eq!(at("1970-01-01T00:00:00.000000Z"), Some(0));
+        assert_eq!(at("not a time"), None);
+    }
+}

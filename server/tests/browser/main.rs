@@ -6,7 +6,9 @@
 //! comes back by itself after a drop, a refusal, a restart or a silence ([`shared`]);
 //! HTTP/1.1 holds a seventh stream of one origin back where HTTP/2 does not ([`tabs`]);
 //! the tabs of one browser hold one stream for the shared counter between them, whoever
-//! leads ([`sharing`]); people sign in, chat, and see their streams end with their
+//! leads ([`sharing`]), and where the browser cannot share (no Web Locks outside a
+//! secure context) each tab holds its own, while a `204` stops a stream for good
+//! ([`fallback`]); people sign in, chat, and see their streams end with their
 //! session ([`chat`]); and behind nginx over HTTPS, two tabs whose streams are on
 //! different instances sharing the counter through Redis see each other's `+1`
 //! ([`cluster`]).
@@ -24,6 +26,7 @@ mod support;
 mod chat;
 mod cluster;
 mod counter;
+mod fallback;
 mod harness;
 mod shared;
 mod sharing;
