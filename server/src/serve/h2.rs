@@ -179,7 +179,11 @@ async fn stream<S>(
         Some(res) => res,
         None => {
             req.extensions_mut().insert(Arc::clone(&info));
-            let call = service.call(req);
+            // Boxed, and dropped once it answers: the routes' future (every filter of
+            // `routes::routes`, several KiB) would otherwise be part of this task's
+            // allocation for as long as the stream is open, as `serve::http` boxes it
+            // for HTTP/1.1 (docs/performance.md § 7).
+            let call = Box::pin(service.call(req));
             tokio::select! {
                 res = call => match res {
                     Ok(res) => res,
