@@ -327,7 +327,10 @@ fn shared_msg(e: SourceEvent) -> shared_counter::Msg {
     match e {
         SourceEvent::Open => Msg::Opened,
         SourceEvent::Event { name, id, data } => Msg::from_event(name, id, data),
-        SourceEvent::Error { closed } => Msg::Error { closed },
+        SourceEvent::Error { closed } => Msg::Error {
+            closed,
+            jitter: js_sys::Math::random(),
+        },
     }
 }
 
@@ -362,7 +365,10 @@ fn leader_msg(e: SourceEvent, handing_over: bool) -> Option<tab_share::Msg> {
             id,
             data,
         },
-        SourceEvent::Error { closed } => Msg::SourceError { closed },
+        SourceEvent::Error { closed } => Msg::SourceError {
+            closed,
+            jitter: js_sys::Math::random(),
+        },
     })
 }
 

@@ -403,6 +403,9 @@ fn shared_detail(s: &SharedCounter) -> String {
                 ),
             }
         }
+        Conn::Reconnecting(Retry::Dropped { .. }) => {
+            format!("The stream dropped; the page reopens it{after} within a second…")
+        }
         Conn::Reconnecting(Retry::Opening) => format!("Reconnecting{after}…"),
         Conn::Closed if s.error.is_some() => "The stream was refused: Join to try again.".into(),
         Conn::Closed => "You left: the page holds no connection for it.".into(),

@@ -227,6 +227,9 @@ pub struct Setup {
     screenshots: bool,
     /// `Some(n)`: n instances on Redis behind nginx instead of one server.
     instances: Option<usize>,
+    /// The server's `--retry-ms`: short by default, so that the browser's own reconnects
+    /// do not slow the tests down.
+    retry_ms: u64,
 }
 
 impl Setup {
@@ -237,6 +240,7 @@ impl Setup {
             proxied: false,
             screenshots: true,
             instances: None,
+            retry_ms: 200,
         }
     }
 
@@ -255,11 +259,18 @@ impl Setup {
         Setup::new(Scheme::Http)
     }
 
-    /// Adds server flags; the harness already passes `--retry-ms`,
+    /// Adds server flags; the harness already passes `--retry-ms` ([`Setup::retry_ms`]),
     /// `--allow-fault-injection`, `--shutdown-grace-secs`, `--metrics-addr`,
     /// `--static-dir` and the TLS flag, which clap refuses twice.
     pub fn args<const N: usize>(mut self, args: [&str; N]) -> Setup {
         self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// The server's `--retry-ms` instead of the harness's 200 ms (the server's default is
+    /// 3000), for a scenario that must hold without a short `retry`.
+    pub fn retry_ms(mut self, ms: u64) -> Setup {
+        self.retry_ms = ms;
         self
     }
 
@@ -285,7 +296,8 @@ impl Setup {
     /// given its Redis with [`Setup::instance_launch`].
     fn launch(&self) -> Launch {
         let mut launch = launch()
-            .args(["--retry-ms", "200"])
+            .arg("--retry-ms")
+            .arg(self.retry_ms.to_string())
             .args(["--allow-fault-injection", "--shutdown-grace-secs", "5"])
             // On its own address, so that the test reads it over plain HTTP whatever
             // the page's scheme (reqwest here speaks no TLS).

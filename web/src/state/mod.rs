@@ -319,8 +319,9 @@ impl State {
                         out.extend(self.chat_update(chat::Msg::Opened, now_ms));
                     }
                 }
-                Err(Delivery::Error { closed }) => {
-                    out.extend(self.shared_update(shared_counter::Msg::Error { closed }, now_ms));
+                Err(Delivery::Error { closed, jitter }) => {
+                    let msg = shared_counter::Msg::Error { closed, jitter };
+                    out.extend(self.shared_update(msg, now_ms));
                     out.extend(self.chat_update(chat::Msg::Error { closed }, now_ms));
                 }
                 Err(Delivery::Counter { name, id, data }) => {
@@ -1296,5 +1297,70 @@ mod tests {
         assert_eq!(s.shared.events, 2, "the snapshot's value and the change");
         let texts: Vec<&str> = s.chat.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["hi"], "the counter's change is not a chat message");
+        // The union stream drops: the leader reopens it after the last id, soon.
+        let fx = s.update(
+            Msg::Tabs(T::SourceError {
+                closed: false,
+                jitter: 0.5,
+            }),
+            7,
+        );
+        let Some(&Effect::Shared(shared_counter::Effect::SetTimer { generation, ms })) = fx
+            .iter()
+            .find(|e| matches!(e, Effect::Shared(shared_counter::Effect::SetTimer { .. })))
+        else {
+            panic!("a timer for the reopen: {fx:?}");
+        };
+        assert_eq!(ms, 500, "half of min(retry 3 s, 1 s)");
+        assert!(
+            !fx.iter()
+                .any(|e| matches!(e, Effect::Tabs(TabsEffect::OpenSource(_)))),
+            "not at once: {fx:?}"
+        );
+        let fx = s.update(Msg::Shared(shared_counter::Msg::Timer { generation }), 507);
+        let again = tab_share::stream_url(
+            &["counter", "rooms/lobby", "users/ann"]
+                .map(str::to_owned)
+                .into_iter()
+                .collect(),
+            Some("e-2"),
+        );
+        assert!(
+            fx.contains(&Effect::Tabs(TabsEffect::OpenSource(again))),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn an_own_stream_that_drops_reopens_soon_after_its_last_id() {
+        let mut s = State::default();
+        s.update(Msg::Shared(shared_counter::Msg::Join), 1);
+        s.update(Msg::Shared(shared_counter::Msg::Opened), 2);
+        s.update(
+            Msg::Shared(shared_counter::Msg::Value {
+                id: "6".into(),
+                data: r#"{"value":6,"sent_at_us":1}"#.into(),
+            }),
+            3,
+        );
+        let fx = s.update(
+            Msg::Shared(shared_counter::Msg::Error {
+                closed: false,
+                jitter: 0.1,
+            }),
+            4,
+        );
+        assert_eq!(fx[0], Effect::Shared(shared_counter::Effect::CloseSource));
+        let Effect::Shared(shared_counter::Effect::SetTimer { generation, ms }) = fx[1] else {
+            panic!("a timer for the reopen: {fx:?}");
+        };
+        assert_eq!(ms, 100);
+        let fx = s.update(Msg::Shared(shared_counter::Msg::Timer { generation }), 104);
+        assert!(
+            fx.contains(&Effect::Shared(shared_counter::Effect::OpenSource(
+                "/api/shared?last_event_id=6".into()
+            ))),
+            "{fx:?}"
+        );
     }
 }

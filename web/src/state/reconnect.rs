@@ -16,6 +16,9 @@ pub const MIN_BACKOFF_MS: u64 = 1_000;
 pub const JITTER_SHARE: f64 = 0.5;
 /// After this many heartbeat periods without any event the stream counts as dead.
 pub const MISSED_HEARTBEATS: u64 = 2;
+/// The longest wait before the page reopens a stream that was open and dropped, so
+/// that the tabs catch up within a second whatever the server's `retry`.
+pub const MAX_DROP_WAIT_MS: u64 = 1_000;
 
 /// What the page assumes about the server, since the wire cannot tell it in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +85,15 @@ pub fn after_refusal(
     base + (base as f64 * JITTER_SHARE * unit(jitter)) as u64
 }
 
+/// The wait before reopening a stream that was open and dropped without `end`: drawn
+/// uniformly from `0..min(retry_ms, MAX_DROP_WAIT_MS)` by `jitter` (a random number in
+/// `0..1`), so that the pages a crashed server dropped together do not all come back at
+/// the same instant, as they would after the browser's one fixed `retry`.
+pub fn after_drop(retry_ms: u64, jitter: f64) -> u64 {
+    let span = retry_ms.min(MAX_DROP_WAIT_MS);
+    ((span as f64 * unit(jitter)) as u64).min(span.saturating_sub(1))
+}
+
 /// A random number as `0..1`, whatever came in.
 fn unit(jitter: f64) -> f64 {
     if jitter.is_finite() {
@@ -129,6 +141,25 @@ mod tests {
         );
         // A server that asks for longer than the cap is obeyed.
         assert_eq!(after_refusal(Some(120_000), 3_000, 3, 0.0), 120_000);
+    }
+
+    #[test]
+    fn a_drop_waits_less_than_a_second_and_less_than_the_retry() {
+        assert_eq!(after_drop(3_000, 0.0), 0);
+        assert_eq!(after_drop(3_000, 0.5), 500);
+        assert_eq!(after_drop(3_000, 0.999_999), 999);
+        assert_eq!(after_drop(200, 0.5), 100, "a shorter retry spreads less");
+        assert_eq!(after_drop(200, 0.999_999), 199);
+        // Whatever the randomness, the wait stays below both bounds.
+        for retry_ms in [1, 200, 999, 1_000, 1_001, 3_000, 3_600_000] {
+            for j in [-1.0, 0.0, 0.3, 0.999_999, 1.0, 7.0, f64::NAN, f64::INFINITY] {
+                let ms = after_drop(retry_ms, j);
+                assert!(ms < retry_ms.min(MAX_DROP_WAIT_MS), "{retry_ms} {j}: {ms}");
+            }
+        }
+        // Uniform: equal shares of the randomness give equal shares of the span.
+        let waits: Vec<u64> = (0..4).map(|i| after_drop(2_000, i as f64 / 4.0)).collect();
+        assert_eq!(waits, [0, 250, 500, 750]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! The stream is meant to reconnect and catch up, so unlike the per-client counter the
 //! panel lets the browser reconnect after an error, and where the browser will not, it
 //! reconnects by itself ([`reconnect`] has the delays): after a
-//! refusal, after `end`, and after a silence longer than two heartbeats. Timers are
+//! refusal, after `end`, and after a silence longer than two heartbeats. An open stream
+//! that drops without `end` the page reopens by itself too, soon and spread
+//! ([`reconnect::after_drop`]), rather than after the browser's fixed `retry`; only the
+//! first reopen after an open stream is quick, the browser retries after that. Timers are
 //! effects: the glue sets one, and sends [`Msg::Timer`] with its generation when it
 //! fires, so a timer that a later change made stale is ignored.
 
@@ -38,6 +41,10 @@ pub enum Retry {
     Asking,
     /// No stream; the page opens a new one, resuming after the last id, at `at_ms`.
     Waiting { at_ms: u64, cause: Cause },
+    /// The open stream dropped without `end`; the page reopens it, resuming after the
+    /// last id, at `at_ms`. A follower's panel hears the leader's reopen in this state,
+    /// so it counts as holding a source.
+    Dropped { at_ms: u64 },
     /// The page opened a new stream, resuming after the last id; not open yet.
     Opening,
 }
@@ -69,6 +76,7 @@ impl Conn {
             Conn::Connecting
                 | Conn::Open
                 | Conn::Reconnecting(Retry::Browser)
+                | Conn::Reconnecting(Retry::Dropped { .. })
                 | Conn::Reconnecting(Retry::Opening)
         )
     }
@@ -79,7 +87,8 @@ impl Conn {
     }
 
     /// Whether the page watches the stream for silence: a source is there and the
-    /// browser is not retrying it (then the browser is in charge).
+    /// browser is not retrying it (then the browser is in charge). While it waits to
+    /// reopen a dropped stream, its timer is for the reopen.
     fn is_watched(self) -> bool {
         self.has_source() && self != Conn::Reconnecting(Retry::Browser)
     }
@@ -111,8 +120,9 @@ pub enum Msg {
     /// An `end` event's data.
     End { data: String },
     /// The EventSource's `error` event; `closed` is whether its readyState is CLOSED,
-    /// meaning the browser itself will not reconnect.
-    Error { closed: bool },
+    /// meaning the browser itself will not reconnect; `jitter` is a random number in
+    /// `0..1` for the wait before a quick reopen.
+    Error { closed: bool, jitter: f64 },
     /// The answer to [`Effect::AskWhy`] for connection number `serial`, and a random
     /// number in `0..1` for the jitter of the wait that may follow.
     Why {
@@ -295,7 +305,10 @@ impl SharedCounter {
                 if !self.conn.has_source() {
                     return Vec::new();
                 }
-                let was_browser = self.conn == Conn::Reconnecting(Retry::Browser);
+                let was_unwatched = matches!(
+                    self.conn,
+                    Conn::Reconnecting(Retry::Browser | Retry::Dropped { .. })
+                );
                 if matches!(self.conn, Conn::Reconnecting(_)) {
                     self.reconnects += 1;
                 }
@@ -309,8 +322,9 @@ impl SharedCounter {
                     Some(id) => format!("resumed after Last-Event-ID {id}"),
                 };
                 log(LogKind::Open, "", &detail);
-                // The page stopped watching while the browser retried; it watches again.
-                if was_browser {
+                // The page stopped watching while the browser retried, or while it waited
+                // to reopen; it watches again.
+                if was_unwatched {
                     vec![self.watch()]
                 } else {
                     Vec::new()
@@ -402,9 +416,31 @@ impl SharedCounter {
                 );
                 vec![self.clear_timer()]
             }
-            Msg::Error { closed } => {
+            Msg::Error { closed, jitter } => {
                 if !self.conn.has_source() {
                     return Vec::new();
+                }
+                if let Conn::Reconnecting(Retry::Dropped { .. }) = self.conn {
+                    // The dropped stream's own retry (a leader's source lives until its
+                    // reopen): the page reopens anyway.
+                    return Vec::new();
+                }
+                if !closed && self.conn == Conn::Open {
+                    // The stream was open and dropped without `end`: a crash, a cut. The
+                    // browser would wait the server's `retry` (3 s by default, never less
+                    // than about 500 ms in Firefox), every page the same; the page
+                    // reopens sooner, spread. Only this first reopen is quick: should it
+                    // fail too, the browser's retry and the refusal policy take over.
+                    let wait = reconnect::after_drop(self.config.retry_ms, jitter);
+                    self.conn = Conn::Reconnecting(Retry::Dropped {
+                        at_ms: now_ms + wait,
+                    });
+                    log(
+                        LogKind::Error,
+                        "",
+                        &format!("the stream dropped; {}", self.retry_line(wait)),
+                    );
+                    return vec![Effect::CloseSource, self.set_timer(wait)];
                 }
                 let mut effects = Vec::new();
                 if closed {
@@ -498,6 +534,14 @@ impl SharedCounter {
                     return vec![self.tick_until(at_ms, now_ms)];
                 }
                 // The refusal, if any, shows until this stream opens.
+                let url = self.resume_url();
+                log(LogKind::Connect, "", &url);
+                self.open(Conn::Reconnecting(Retry::Opening), url, now_ms)
+            }
+            Conn::Reconnecting(Retry::Dropped { at_ms }) => {
+                if now_ms < at_ms {
+                    return vec![self.set_timer(at_ms - now_ms)];
+                }
                 let url = self.resume_url();
                 log(LogKind::Connect, "", &url);
                 self.open(Conn::Reconnecting(Retry::Opening), url, now_ms)
@@ -732,7 +776,10 @@ mod tests {
         }
 
         fn refused(&mut self, answer: Option<Answer>, jitter: f64) -> Vec<Effect> {
-            let fx = self.send(Msg::Error { closed: true });
+            let fx = self.send(Msg::Error {
+                closed: true,
+                jitter: 0.0,
+            });
             let Some(Effect::AskWhy { serial, .. }) = fx.last().cloned() else {
                 panic!("no AskWhy in {fx:?}")
             };
@@ -828,29 +875,113 @@ mod tests {
     }
 
     #[test]
-    fn the_browser_reconnects_and_the_panel_says_so() {
+    fn a_dropped_stream_reopens_after_the_last_id_within_a_second() {
         let mut p = Panel::joined();
         p.send(value(3));
+        let fx = p.send(Msg::Error {
+            closed: false,
+            jitter: 0.25,
+        });
         assert_eq!(
-            p.send(Msg::Error { closed: false }),
-            vec![Effect::ClearTimer]
+            fx,
+            vec![
+                Effect::CloseSource,
+                Effect::SetTimer {
+                    generation: p.s.timer,
+                    ms: 250
+                }
+            ],
+            "a quarter of min(retry 3 s, 1 s)"
         );
         assert_eq!(p.s.conn.as_str(), "reconnecting");
-        assert_eq!(p.s.conn, Conn::Reconnecting(Retry::Browser));
-        let fx = p.send(Msg::Opened);
-        assert!(
-            matches!(fx.as_slice(), [Effect::SetTimer { .. }]),
-            "watched again: {fx:?}"
+        let reopen_at = p.now + 250;
+        assert_eq!(
+            p.s.conn,
+            Conn::Reconnecting(Retry::Dropped { at_ms: reopen_at })
         );
+        assert!(
+            p.last_log().1.contains("after id 3 in 0.2 s"),
+            "{:?}",
+            p.last_log()
+        );
+        let (generation, at) = p.timer.expect("the reopen");
+        assert_eq!(at, reopen_at);
+        let fx = p.at(at, Msg::Timer { generation });
+        assert_eq!(
+            fx[..2],
+            [
+                Effect::CloseSource,
+                Effect::OpenSource("/api/shared?last_event_id=3".into())
+            ]
+        );
+        assert_eq!(p.s.conn, Conn::Reconnecting(Retry::Opening));
+        assert!(
+            matches!(fx[2], Effect::SetTimer { .. }),
+            "watched from the reopen on: {fx:?}"
+        );
+        assert!(p.send(Msg::Opened).is_empty());
         assert_eq!((p.s.conn, p.s.reconnects), (Conn::Open, 1));
         assert!(p.last_log().1.contains("Last-Event-ID 3"));
+        // The next drop is quick again: the stream was open in between.
+        p.send(Msg::Error {
+            closed: false,
+            jitter: 0.999_999,
+        });
+        assert_eq!(p.timer.map(|(_, at)| at - p.now), Some(999));
+    }
+
+    #[test]
+    fn only_the_first_reopen_after_a_drop_is_quick() {
+        let mut p = Panel::with(Config::from_query("retry_ms=200"));
+        p.send(Msg::Join);
+        p.send(Msg::Opened);
+        p.send(Msg::Error {
+            closed: false,
+            jitter: 0.5,
+        });
+        let (generation, at) = p.timer.expect("the reopen");
+        assert_eq!(
+            at - p.now,
+            100,
+            "half of the retry, which is under a second"
+        );
+        // The dropped source's own retry failing changes nothing: the page reopens.
+        assert!(p
+            .send(Msg::Error {
+                closed: false,
+                jitter: 0.0
+            })
+            .is_empty());
+        p.at(at, Msg::Timer { generation });
+        assert_eq!(p.s.conn, Conn::Reconnecting(Retry::Opening));
+        // The reopen fails too: the browser retries it after its `retry`.
+        let fx = p.send(Msg::Error {
+            closed: false,
+            jitter: 0.0,
+        });
+        assert!(!fx.contains(&Effect::CloseSource), "{fx:?}");
+        assert_eq!(p.s.conn, Conn::Reconnecting(Retry::Browser));
+        assert_eq!(p.timer, None);
+        assert!(p
+            .send(Msg::Error {
+                closed: false,
+                jitter: 0.0
+            })
+            .iter()
+            .all(|e| matches!(e, Effect::ClearTimer | Effect::AskWhy { .. })));
+        assert_eq!(p.s.conn, Conn::Reconnecting(Retry::Browser));
+        p.send(Msg::Opened);
+        assert_eq!((p.s.conn, p.s.reconnects), (Conn::Open, 1));
     }
 
     #[test]
     fn a_refusal_waits_retry_after_plus_jitter_then_resumes_after_the_last_id() {
         let mut p = Panel::joined();
         p.send(value(5));
-        let fx = p.send(Msg::Error { closed: true });
+        let fx = p.send(Msg::Error {
+            closed: true,
+            jitter: 0.0,
+        });
         assert_eq!(
             fx,
             vec![
@@ -970,7 +1101,10 @@ mod tests {
         assert!(p.log.iter().any(|e| e.kind == LogKind::End));
         assert!(p.timer.is_none(), "nothing scheduled by the page");
         // The response ends: the browser says it reconnects, then it is back.
-        let fx = p.send(Msg::Error { closed: false });
+        let fx = p.send(Msg::Error {
+            closed: false,
+            jitter: 0.0,
+        });
         assert!(!fx.contains(&Effect::CloseSource), "{fx:?}");
         assert_eq!(p.s.conn.as_str(), "reconnecting");
         p.send(Msg::Opened);
@@ -1019,9 +1153,12 @@ mod tests {
     fn a_browser_retrying_is_not_watched() {
         let mut p = Panel::with(Config::from_query("heartbeat_ms=1000"));
         p.send(Msg::Join);
-        p.send(Msg::Opened);
-        let (generation, _) = p.timer.expect("watched while open");
-        p.send(Msg::Error { closed: false });
+        // Not open yet: the browser retries by itself.
+        let (generation, _) = p.timer.expect("watched while connecting");
+        p.send(Msg::Error {
+            closed: false,
+            jitter: 0.0,
+        });
         assert_eq!(p.timer, None);
         // A stale timer firing anyway changes nothing.
         assert!(p.at(10_000, Msg::Timer { generation }).is_empty());
@@ -1034,7 +1171,10 @@ mod tests {
         p.send(Msg::Join);
         p.send(Msg::Opened);
         let (watch, watch_at) = p.timer.expect("watched while open");
-        p.send(Msg::Error { closed: true });
+        p.send(Msg::Error {
+            closed: true,
+            jitter: 0.0,
+        });
         p.send(Msg::Why {
             serial: 1,
             answer: capacity("5"),
@@ -1074,7 +1214,10 @@ mod tests {
         assert_eq!(p.s.conn.as_str(), "closed");
         // While asking why: the answer comes too late to act.
         let mut p = Panel::joined();
-        p.send(Msg::Error { closed: true });
+        p.send(Msg::Error {
+            closed: true,
+            jitter: 0.0,
+        });
         p.send(Msg::Leave);
         assert!(p
             .send(Msg::Why {
@@ -1103,7 +1246,10 @@ mod tests {
         p.refused(capacity("1"), 0.0);
         while opens(&p.fire()).is_empty() {}
         // The new stream is refused too; an answer for the first comes late.
-        p.send(Msg::Error { closed: true });
+        p.send(Msg::Error {
+            closed: true,
+            jitter: 0.0,
+        });
         assert!(p
             .send(Msg::Why {
                 serial: 1,

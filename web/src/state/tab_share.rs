@@ -102,7 +102,7 @@ pub enum Wire {
 }
 
 /// What the glue reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     /// The page has started (after the channel is listened to).
     Start,
@@ -120,8 +120,9 @@ pub enum Msg {
         id: String,
         data: String,
     },
-    /// This tab's own stream: `error`, and whether the browser gave up (CLOSED).
-    SourceError { closed: bool },
+    /// This tab's own stream: `error`, whether the browser gave up (CLOSED), and a
+    /// random number in `0..1` for the panels' reconnect policy.
+    SourceError { closed: bool, jitter: f64 },
     /// An event of the `/api/shared` stream kept during a handover.
     HandoverEvent {
         name: String,
@@ -139,12 +140,12 @@ pub enum Msg {
 }
 
 /// What this tab's panels hear, as if from a stream of their own.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// For every panel.
     Opened,
-    /// For every panel.
-    Error { closed: bool },
+    /// For every panel, with the random number for its reconnect policy.
+    Error { closed: bool, jitter: f64 },
     /// For the shared counter panel, as `/api/shared` would send it (`id` the value).
     Counter {
         name: String,
@@ -160,7 +161,7 @@ pub enum Delivery {
 }
 
 /// What the glue must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Post this to the other tabs.
     Post(Wire),
@@ -438,7 +439,7 @@ impl TabShare {
                 }
                 effects
             }
-            Msg::SourceError { closed } => {
+            Msg::SourceError { closed, jitter } => {
                 let Some(stream) = &mut self.stream else {
                     return Vec::new();
                 };
@@ -446,7 +447,7 @@ impl TabShare {
                 self.leader_open = false;
                 vec![
                     Effect::Post(Wire::Failed),
-                    Effect::Deliver(Delivery::Error { closed }),
+                    Effect::Deliver(Delivery::Error { closed, jitter }),
                 ]
             }
             Msg::HandoverEvent { name, id, data } => {
@@ -657,7 +658,12 @@ impl TabShare {
             Wire::Opened if following => self.leader_opened(),
             Wire::Failed if following => {
                 self.leader_open = false;
-                vec![Effect::Deliver(Delivery::Error { closed: false })]
+                // A follower's panel only waits for the leader's reopen: its jitter
+                // times nothing that reaches the server.
+                vec![Effect::Deliver(Delivery::Error {
+                    closed: false,
+                    jitter: 0.0,
+                })]
             }
             Wire::Snapshot { open, last } if following => {
                 let mut effects = if open {
@@ -1214,12 +1220,23 @@ mod tests {
         let mut b = ten_joined();
         b.send(0, Msg::SourceOpened);
         b.send(0, value(1));
-        b.send(0, Msg::SourceError { closed: false });
+        b.send(
+            0,
+            Msg::SourceError {
+                closed: false,
+                jitter: 0.5,
+            },
+        );
         b.settle();
         for i in 0..10 {
+            // Only the leader's jitter times a reopen.
+            let jitter = if i == 0 { 0.5 } else { 0.0 };
             assert_eq!(
                 b.tabs[i].heard.last(),
-                Some(&Delivery::Error { closed: false }),
+                Some(&Delivery::Error {
+                    closed: false,
+                    jitter
+                }),
                 "tab {i}: a follower never hears that the browser gave up"
             );
         }
