@@ -1311,7 +1311,7 @@ mod tests {
         else {
             panic!("a timer for the reopen: {fx:?}");
         };
-        assert_eq!(ms, 500, "half of min(retry 3 s, 1 s)");
+        assert_eq!(ms, 250, "half of min(retry 3 s, 0.5 s)");
         assert!(
             !fx.iter()
                 .any(|e| matches!(e, Effect::Tabs(TabsEffect::OpenSource(_)))),
@@ -1354,7 +1354,7 @@ mod tests {
         let Effect::Shared(shared_counter::Effect::SetTimer { generation, ms }) = fx[1] else {
             panic!("a timer for the reopen: {fx:?}");
         };
-        assert_eq!(ms, 100);
+        assert_eq!(ms, 50);
         let fx = s.update(Msg::Shared(shared_counter::Msg::Timer { generation }), 104);
         assert!(
             fx.contains(&Effect::Shared(shared_counter::Effect::OpenSource(

@@ -17,8 +17,10 @@ pub const JITTER_SHARE: f64 = 0.5;
 /// After this many heartbeat periods without any event the stream counts as dead.
 pub const MISSED_HEARTBEATS: u64 = 2;
 /// The longest wait before the page reopens a stream that was open and dropped, so
-/// that the tabs catch up within a second whatever the server's `retry`.
-pub const MAX_DROP_WAIT_MS: u64 = 1_000;
+/// that the tabs catch up within a second whatever the server's `retry`: half of it,
+/// leaving the other half for noticing the drop and opening the new stream (a loaded
+/// machine took up to about 400 ms for those in the browser tests).
+pub const MAX_DROP_WAIT_MS: u64 = 500;
 
 /// What the page assumes about the server, since the wire cannot tell it in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,10 +146,10 @@ mod tests {
     }
 
     #[test]
-    fn a_drop_waits_less_than_a_second_and_less_than_the_retry() {
+    fn a_drop_waits_less_than_half_a_second_and_less_than_the_retry() {
         assert_eq!(after_drop(3_000, 0.0), 0);
-        assert_eq!(after_drop(3_000, 0.5), 500);
-        assert_eq!(after_drop(3_000, 0.999_999), 999);
+        assert_eq!(after_drop(3_000, 0.5), 250);
+        assert_eq!(after_drop(3_000, 0.999_999), 499);
         assert_eq!(after_drop(200, 0.5), 100, "a shorter retry spreads less");
         assert_eq!(after_drop(200, 0.999_999), 199);
         // Whatever the randomness, the wait stays below both bounds.
@@ -159,7 +161,7 @@ mod tests {
         }
         // Uniform: equal shares of the randomness give equal shares of the span.
         let waits: Vec<u64> = (0..4).map(|i| after_drop(2_000, i as f64 / 4.0)).collect();
-        assert_eq!(waits, [0, 250, 500, 750]);
+        assert_eq!(waits, [0, 125, 250, 375]);
     }
 
     #[test]

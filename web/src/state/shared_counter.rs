@@ -888,19 +888,19 @@ mod tests {
                 Effect::CloseSource,
                 Effect::SetTimer {
                     generation: p.s.timer,
-                    ms: 250
+                    ms: 125
                 }
             ],
-            "a quarter of min(retry 3 s, 1 s)"
+            "a quarter of min(retry 3 s, 0.5 s)"
         );
         assert_eq!(p.s.conn.as_str(), "reconnecting");
-        let reopen_at = p.now + 250;
+        let reopen_at = p.now + 125;
         assert_eq!(
             p.s.conn,
             Conn::Reconnecting(Retry::Dropped { at_ms: reopen_at })
         );
         assert!(
-            p.last_log().1.contains("after id 3 in 0.2 s"),
+            p.last_log().1.contains("after id 3 in 0.1 s"),
             "{:?}",
             p.last_log()
         );
@@ -927,7 +927,7 @@ mod tests {
             closed: false,
             jitter: 0.999_999,
         });
-        assert_eq!(p.timer.map(|(_, at)| at - p.now), Some(999));
+        assert_eq!(p.timer.map(|(_, at)| at - p.now), Some(499));
     }
 
     #[test]
