@@ -1297,6 +1297,23 @@ mod tests {
 
     const LOBBY: &str = "rooms/lobby";
 
+    /// [`counter_then_chat`] with the union's stream open, its snapshot read (value 3)
+    /// and the change to 4 heard with the id `e-1`.
+    fn on_the_union_at_e1() -> (Browser, usize, usize) {
+        let (mut b, a, c) = counter_then_chat();
+        b.send(a, Msg::SourceOpened);
+        b.send(
+            a,
+            Msg::SnapshotEvent {
+                name: "message".into(),
+                data: r#"{"value":3,"sent_at_us":1}"#.into(),
+            },
+        );
+        b.send(a, channel_value("e-1", 4));
+        b.settle();
+        (b, a, c)
+    }
+
     #[test]
     fn the_chat_joining_hands_the_counter_over_to_one_events_stream_with_no_gap_or_repeat() {
         let (mut b, a, c) = counter_then_chat();
@@ -1406,17 +1423,7 @@ mod tests {
 
     #[test]
     fn a_room_joined_reopens_once_after_the_last_id_without_a_snapshot() {
-        let (mut b, a, c) = counter_then_chat();
-        b.send(a, Msg::SourceOpened);
-        b.send(
-            a,
-            Msg::SnapshotEvent {
-                name: "message".into(),
-                data: r#"{"value":3,"sent_at_us":1}"#.into(),
-            },
-        );
-        b.send(a, channel_value("e-1", 4));
-        b.settle();
+        let (mut b, a, c) = on_the_union_at_e1();
         b.send(c, Msg::Need(set(&[SHARED_COUNTER, LOBBY, "rooms/games"])));
         b.settle();
         let want = set(&[SHARED_COUNTER, LOBBY, "rooms/games"]);
@@ -1466,17 +1473,7 @@ mod tests {
 
     #[test]
     fn a_private_channels_end_leaves_the_counter_going() {
-        let (mut b, a, c) = counter_then_chat();
-        b.send(a, Msg::SourceOpened);
-        b.send(
-            a,
-            Msg::SnapshotEvent {
-                name: "message".into(),
-                data: r#"{"value":3,"sent_at_us":1}"#.into(),
-            },
-        );
-        b.send(a, channel_value("e-1", 4));
-        b.settle();
+        let (mut b, a, c) = on_the_union_at_e1();
         let opens = b.tabs[a].opened.len();
         // `expired`: the cookie was refreshed before `exp`; the union reopens at once.
         let end = |reason: &str, last: &str| Msg::SourceEvent {
@@ -1517,17 +1514,7 @@ mod tests {
 
     #[test]
     fn a_new_leader_resumes_the_union_after_the_last_id_the_tabs_saw() {
-        let (mut b, a, c) = counter_then_chat();
-        b.send(a, Msg::SourceOpened);
-        b.send(
-            a,
-            Msg::SnapshotEvent {
-                name: "message".into(),
-                data: r#"{"value":3,"sent_at_us":1}"#.into(),
-            },
-        );
-        b.send(a, channel_value("e-1", 4));
-        b.settle();
+        let (mut b, a, c) = on_the_union_at_e1();
         b.close(a);
         b.settle();
         assert_eq!(b.leaders(), [c]);
