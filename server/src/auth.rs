@@ -9,6 +9,10 @@
 //! [`Rules`] name them. A token that names an audience is refused by a verifier whose
 //! rules name none, as RFC 7519 §4.1.3 requires of a principal not in `aud`.
 //!
+//! A token that verified is kept, whole, with its claims (at most
+//! [`VERIFIED_CACHE_BYTES`]): the same string again is not verified again, but its `exp`
+//! and `nbf` are checked again against the clock. A refusal is never kept.
+//!
 //! A leaf module: it uses `shared` and no other module of this crate.
 
 use jsonwebtoken::errors::ErrorKind;
@@ -17,9 +21,17 @@ use serde::{Deserialize, Serialize};
 use shared::Pattern;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The clock skew allowed on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
+
+/// What the tokens verified already may hold at most, in bytes (each counted as its own
+/// length and [`VERIFIED_ENTRY_BYTES`]).
+pub const VERIFIED_CACHE_BYTES: u64 = 4 << 20;
+
+/// What a verified token's claims are counted as in the cache, besides the token.
+const VERIFIED_ENTRY_BYTES: u64 = 256;
 
 /// The shortest HS256 secret accepted, in bytes: as many as the hash's output (RFC 7518
 /// §3.2 requires a key of at least that size).
@@ -149,6 +161,22 @@ pub struct Verifier {
     encoding: Option<EncodingKey>,
     validation: Validation,
     rules: Rules,
+    /// The tokens that verified, with their claims. A publisher sends the same token
+    /// with every request, and checking it again (two base64 and JSON parses and the
+    /// signature) was half of a publish's own cost (`docs/performance.md`). Keyed by
+    /// the whole token, so only the very string that verified is found; the times are
+    /// checked again on every look-up; bounded by [`VERIFIED_CACHE_BYTES`].
+    verified: quick_cache::sync::Cache<Box<str>, Arc<Claims>, TokenWeight>,
+}
+
+/// A verified token's weight in the cache: its length and its claims'.
+#[derive(Clone)]
+struct TokenWeight;
+
+impl quick_cache::Weighter<Box<str>, Arc<Claims>> for TokenWeight {
+    fn weight(&self, token: &Box<str>, _: &Arc<Claims>) -> u64 {
+        token.len() as u64 + VERIFIED_ENTRY_BYTES
+    }
 }
 
 /// Never prints key material.
@@ -254,6 +282,11 @@ impl Verifier {
             encoding,
             validation,
             rules,
+            verified: quick_cache::sync::Cache::with_weighter(
+                (VERIFIED_CACHE_BYTES / (VERIFIED_ENTRY_BYTES * 2)) as usize,
+                VERIFIED_CACHE_BYTES,
+                TokenWeight,
+            ),
         }
     }
 
@@ -276,6 +309,22 @@ impl Verifier {
 
     /// Checks `token` and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Verifier::verify`] at `now` (seconds since the UNIX epoch), the time a token
+    /// verified before is checked against; one not seen before is checked by the crate
+    /// at its own clock.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.verified.get(token) {
+            return match still_valid(&claims, now) {
+                Ok(()) => Ok(Claims::clone(&claims)),
+                Err(err) => {
+                    self.verified.remove(token);
+                    Err(err)
+                }
+            };
+        }
         if token.trim().is_empty() {
             return Err(TokenError::Missing);
         }
@@ -286,9 +335,17 @@ impl Verifier {
             Some(alg) if alg != self.algorithm() => return Err(TokenError::WrongAlgorithm),
             Some(_) => {}
         }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| token_error(&e))
+            .map_err(|e| token_error(&e))?;
+        self.verified.insert(token.into(), Arc::new(claims.clone()));
+        Ok(claims)
+    }
+
+    /// How many verified tokens the cache holds, and their weight in bytes.
+    #[cfg(test)]
+    fn cached(&self) -> (usize, u64) {
+        (self.verified.len(), self.verified.weight())
     }
 
     /// Signs `claims` with the HS256 secret (`sse-counter token`, the demo sign-in);
@@ -303,6 +360,21 @@ impl Verifier {
         jsonwebtoken::encode(&Header::new(self.algorithm), claims, key)
             .map_err(|e| TokenError::Other(format!("cannot sign the token: {e}")))
     }
+}
+
+/// Whether the claims of a token that verified before are still valid at `now`: the
+/// crate's own checks of `exp` and `nbf`, with the same leeway.
+fn still_valid(claims: &Claims, now: u64) -> Result<(), TokenError> {
+    if claims.exp.saturating_add(LEEWAY_SECS) < now {
+        return Err(TokenError::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -431,6 +503,74 @@ mod tests {
         // `exp` is required.
         let token = hs256(&serde_json::json!({ "sub": "ada" }));
         assert_eq!(verifier().verify(&token), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_verified_token_is_found_again_only_while_its_times_allow() {
+        let v = verifier();
+        let t = now();
+        let c = claims(t + 60);
+        let token = hs256(&c);
+        assert_eq!(v.verify(&token), Ok(c.clone()));
+        assert_eq!(v.cached().0, 1);
+        assert_eq!(v.verify_at(&token, t + 30), Ok(c.clone()));
+        assert_eq!(v.verify_at(&token, t + 60 + LEEWAY_SECS), Ok(c));
+        assert_eq!(v.cached().0, 1, "found, not verified and added again");
+        // Past `exp` and the leeway the cached claims are refused, and forgotten.
+        assert_eq!(
+            v.verify_at(&token, t + 60 + LEEWAY_SECS + 1),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(v.cached().0, 0);
+        // `nbf` likewise, should the clock go back.
+        let mut c = claims(t + 600);
+        c.nbf = Some(t);
+        let token = hs256(&c);
+        assert!(v.verify(&token).is_ok());
+        assert_eq!(
+            v.verify_at(&token, t - LEEWAY_SECS - 1),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn only_the_very_string_that_verified_is_found() {
+        let v = verifier();
+        let c = claims(now() + 600);
+        let token = hs256(&c);
+        assert!(v.verify(&token).is_ok());
+        // The same header and claims with another signature: checked, and refused.
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        let forged = format!("{signed}.{flipped}{}", &sig[1..]);
+        assert_eq!(v.verify(&forged), Err(TokenError::BadSignature));
+        // Signed with another key.
+        let other = encode(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"another secret of thirty-two bytes at least").unwrap(),
+            &c,
+        );
+        assert_eq!(v.verify(&other), Err(TokenError::BadSignature));
+        // A verifier of another key has a cache of its own.
+        let elsewhere =
+            Verifier::from_secret(b"a third secret, as long as it must be!!", Rules::default())
+                .unwrap();
+        assert_eq!(elsewhere.verify(&token), Err(TokenError::BadSignature));
+        assert_eq!(v.cached().0, 1, "refusals are not kept");
+    }
+
+    #[test]
+    fn the_cache_of_verified_tokens_is_bounded_by_bytes() {
+        let v = verifier();
+        let big = "x".repeat(4096);
+        for i in 0..2_000 {
+            let mut c = claims(now() + 600);
+            c.sub = Some(format!("{i}-{big}"));
+            assert!(v.verify(&hs256(&c)).is_ok());
+        }
+        let (tokens, bytes) = v.cached();
+        assert!(bytes <= VERIFIED_CACHE_BYTES, "{bytes} bytes in the cache");
+        assert!(tokens < 2_000 && tokens > 100, "{tokens} tokens kept");
     }
 
     #[test]
