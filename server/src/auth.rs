@@ -166,6 +166,7 @@ pub struct Verifier {
     /// signature) was half of a publish's own cost (`docs/performance.md`). Keyed by
     /// the whole token, so only the very string that verified is found; the times are
     /// checked again on every look-up; bounded by [`VERIFIED_CACHE_BYTES`].
+    // Bench: publishes per second against increments, `docs/performance.md` § 6.
     verified: quick_cache::sync::Cache<Box<str>, Arc<Claims>, TokenWeight>,
 }
 
