@@ -9,7 +9,7 @@
 //! [`Rules`] name them. A token that names an audience is refused by a verifier whose
 //! rules name none, as RFC 7519 §4.1.3 requires of a principal not in `aud`.
 //!
-//! A token that verified is kept, whole, with its claims (at most
+//! A token that verified is remembered by its SHA-256, with its claims (at most
 //! [`VERIFIED_CACHE_BYTES`]): the same string again is not verified again, but its `exp`
 //! and `nbf` are checked again against the clock. A refusal is never kept.
 //!
@@ -26,11 +26,12 @@ use std::sync::Arc;
 /// The clock skew allowed on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
 
-/// What the tokens verified already may hold at most, in bytes (each counted as its own
-/// length and [`VERIFIED_ENTRY_BYTES`]).
+/// What the tokens verified already may hold at most, in bytes (each counted as the
+/// token's length, which bounds its claims', and [`VERIFIED_ENTRY_BYTES`]).
 pub const VERIFIED_CACHE_BYTES: u64 = 4 << 20;
 
-/// What a verified token's claims are counted as in the cache, besides the token.
+/// What an entry of the cache of verified tokens is counted as, besides the token's
+/// length: its key, the claims' own fields and the cache's bookkeeping.
 const VERIFIED_ENTRY_BYTES: u64 = 256;
 
 /// The shortest HS256 secret accepted, in bytes: as many as the hash's output (RFC 7518
@@ -164,19 +165,36 @@ pub struct Verifier {
     /// The tokens that verified, with their claims. A publisher sends the same token
     /// with every request, and checking it again (two base64 and JSON parses and the
     /// signature) was half of a publish's own cost (`docs/performance.md`). Keyed by
-    /// the whole token, so only the very string that verified is found; the times are
-    /// checked again on every look-up; bounded by [`VERIFIED_CACHE_BYTES`].
+    /// the token's SHA-256, so only the very string that verified is found and no
+    /// token is kept in memory, nor compared byte by byte with what a client sends;
+    /// the times are checked again on every look-up; bounded by
+    /// [`VERIFIED_CACHE_BYTES`].
     // Bench: publishes per second against increments, `docs/performance.md` § 6.
-    verified: quick_cache::sync::Cache<Box<str>, Arc<Claims>, TokenWeight>,
+    verified: quick_cache::sync::Cache<TokenDigest, Verified, TokenWeight>,
 }
 
-/// A verified token's weight in the cache: its length and its claims'.
+/// The SHA-256 of a token: its key in the cache of verified tokens.
+type TokenDigest = [u8; 32];
+
+fn digest(token: &str) -> TokenDigest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// A verified token's claims, and the token's length (what its claims may take).
+#[derive(Clone)]
+struct Verified {
+    claims: Arc<Claims>,
+    token_len: usize,
+}
+
+/// A verified token's weight in the cache: its length and the entry's own.
 #[derive(Clone)]
 struct TokenWeight;
 
-impl quick_cache::Weighter<Box<str>, Arc<Claims>> for TokenWeight {
-    fn weight(&self, token: &Box<str>, _: &Arc<Claims>) -> u64 {
-        token.len() as u64 + VERIFIED_ENTRY_BYTES
+impl quick_cache::Weighter<TokenDigest, Verified> for TokenWeight {
+    fn weight(&self, _: &TokenDigest, verified: &Verified) -> u64 {
+        verified.token_len as u64 + VERIFIED_ENTRY_BYTES
     }
 }
 
@@ -317,11 +335,12 @@ impl Verifier {
     /// verified before is checked against; one not seen before is checked by the crate
     /// at its own clock.
     fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
-        if let Some(claims) = self.verified.get(token) {
-            return match still_valid(&claims, now) {
-                Ok(()) => Ok(Claims::clone(&claims)),
+        let key = digest(token);
+        if let Some(hit) = self.verified.get(&key) {
+            return match still_valid(&hit.claims, now) {
+                Ok(()) => Ok(Claims::clone(&hit.claims)),
                 Err(err) => {
-                    self.verified.remove(token);
+                    self.verified.remove(&key);
                     Err(err)
                 }
             };
@@ -339,7 +358,11 @@ impl Verifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| token_error(&e))?;
-        self.verified.insert(token.into(), Arc::new(claims.clone()));
+        let verified = Verified {
+            claims: Arc::new(claims.clone()),
+            token_len: token.len(),
+        };
+        self.verified.insert(key, verified);
         Ok(claims)
     }
 
