@@ -420,12 +420,6 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
         sc.warmup,
         sc.window
     )?;
-    writeln!(
-        md,
-        "| | one instance, embedded store | {} instances on Redis | Redis − embedded |",
-        plan.instances
-    )?;
-    writeln!(md, "| --- | ---: | ---: | ---: |")?;
     let count = |label: &'static str, get: fn(&Report) -> Option<f64>| Figure {
         label,
         unit: "",
@@ -509,12 +503,6 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
         light.per_instance(),
         light.scenario.streams
     )?;
-    writeln!(
-        md,
-        "| | one instance, embedded store | {} instances on Redis | Redis − embedded |",
-        plan.instances
-    )?;
-    writeln!(md, "| --- | ---: | ---: | ---: |")?;
     table_rows(
         md,
         outcome,
@@ -546,14 +534,20 @@ pub fn section(md: &mut String, outcome: &Outcome) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rows of one table: a column for each of `sides` (embedded, then Redis) and
-/// Redis's difference where it means something.
+/// One table, its head and its rows: a column for each of `sides` (embedded, then
+/// Redis) and Redis's difference where it means something.
 fn table_rows(
     md: &mut String,
     outcome: &Outcome,
     rows: &[(Figure, bool)],
     sides: [Store; 2],
 ) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "| | one instance, embedded store | {} instances on Redis | Redis − embedded |",
+        outcome.plan.instances
+    )?;
+    writeln!(md, "| --- | ---: | ---: | ---: |")?;
     for &(row, diff) in rows {
         let mut line = format!("| {}", row.label);
         for side in sides {
