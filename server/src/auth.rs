@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub const LEEWAY_SECS: u64 = 5;
 
 /// What the tokens verified already may hold at most, in bytes (each counted as the
-/// token's length, which bounds its claims', and [`VERIFIED_ENTRY_BYTES`]).
+/// token's length, which bounds its claims', and 256 bytes for its key and bookkeeping).
 pub const VERIFIED_CACHE_BYTES: u64 = 4 << 20;
 
 /// What an entry of the cache of verified tokens is counted as, besides the token's
