@@ -27,12 +27,12 @@ use std::sync::Arc;
 pub const LEEWAY_SECS: u64 = 5;
 
 /// What the tokens verified already may hold at most, in bytes (each counted as the
-/// token's length, which bounds its claims', and 256 bytes for its key and bookkeeping).
+/// token's length, which bounds its claims', and [`VERIFIED_ENTRY_BYTES`]).
 pub const VERIFIED_CACHE_BYTES: u64 = 4 << 20;
 
 /// What an entry of the cache of verified tokens is counted as, besides the token's
 /// length: its key, the claims' own fields and the cache's bookkeeping.
-const VERIFIED_ENTRY_BYTES: u64 = 256;
+pub const VERIFIED_ENTRY_BYTES: u64 = 256;
 
 /// The shortest HS256 secret accepted, in bytes: as many as the hash's output (RFC 7518
 /// §3.2 requires a key of at least that size).
